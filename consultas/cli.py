@@ -1,0 +1,56 @@
+"""The ``consultas`` command: one entry point, a subcommand per job.
+
+Each package contributes its subcommands through a ``register(subparsers)`` function in its
+``cli`` module; a subcommand's handler takes the parsed arguments and returns the exit code.
+Settings are loaded only by the subcommands that need them, and a wrong setting stops the
+command with one line naming it (exit code 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from consultas.errors import ConfigurationError, ConsultasError
+
+#: Modules whose ``register(subparsers)`` adds subcommands, in help order.
+COMMAND_MODULES = ("consultas.commands", "intake.cli", "routing.cli", "workers.cli", "bot.cli")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="consultas",
+        description="Sistema de Atención de Consultas del MEF: intake, routing and follow-up of consultas.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except ConfigurationError as exc:
+        print(f"consultas: error: {exc}", file=sys.stderr)
+        return 2
+    except ConsultasError as exc:
+        print(f"consultas: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

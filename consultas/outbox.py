@@ -1,0 +1,270 @@
+"""The outbox: every outgoing message is a row written in the caller's transaction.
+
+``enqueue_mail`` renders and stores the mail (``Message`` row, direction outbound) and its delivery
+row (``Outbox``) in the session it is given; it never commits. Workers claim rows with a
+conditional UPDATE (so two workers never send the same row), send, and mark them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from consultas.mailer import Envelope, OutgoingAttachment, build_message, deterministic_message_id, render
+from consultas.models import (
+    Channel,
+    Consulta,
+    Direction,
+    Event,
+    Message,
+    MessageKind,
+    Outbox,
+    OutboxStatus,
+)
+
+#: A row claimed longer ago than this is considered abandoned by a dead worker and may be re-claimed.
+CLAIM_TIMEOUT = timedelta(minutes=5)
+#: Backoff between attempts: 30 s, 1 min, 2 min ... capped at 1 h.
+FIRST_BACKOFF = timedelta(seconds=30)
+MAX_BACKOFF = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class MailIdentity:
+    """Who our mail comes from (the mailbox) and the domain of our Message-IDs."""
+
+    address: str
+    name: str
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+
+def enqueue_mail(
+    session: Session,
+    *,
+    template: str,
+    context: Mapping[str, Any],
+    envelope: Envelope,
+    identity: MailIdentity,
+    idempotency_key: str,
+    now: datetime,
+    consulta: Consulta | None = None,
+    automatic: bool = True,
+    auto_reply_cap: int | None = None,
+) -> Outbox | None:
+    """Render ``template`` and add the mail and its delivery row to ``session``.
+
+    Idempotent: a second call with the same key returns the first row. When ``automatic`` and
+    ``auto_reply_cap`` is set, at most that many automatic mails go to the same first recipient in
+    24 hours; past it, nothing is queued (an event says so) and None is returned.
+    """
+    existing = session.scalar(select(Outbox).where(Outbox.idempotency_key == idempotency_key))
+    if existing is not None:
+        return existing
+    primary = envelope.to[0].lower() if envelope.to else None
+    if automatic and auto_reply_cap is not None and primary is not None:
+        recent = session.scalar(
+            select(func.count(Outbox.id)).where(
+                Outbox.primary_recipient == primary,
+                Outbox.automatic.is_(True),
+                Outbox.created_at >= now - timedelta(hours=24),
+            )
+        )
+        if (recent or 0) >= auto_reply_cap:
+            session.add(
+                Event(
+                    consulta_id=consulta.id if consulta else None,
+                    kind="auto_reply_capped",
+                    detail={"template": template, "cap": auto_reply_cap},
+                    at=now,
+                )
+            )
+            return None
+    rendered = render(template, context)
+    message_id = deterministic_message_id(idempotency_key, identity.domain)
+    mime = build_message(
+        rendered, envelope, sender=identity.address, sender_name=identity.name, message_id=message_id, now=now
+    )
+    message = Message(
+        consulta_id=consulta.id if consulta else None,
+        direction=Direction.OUTBOUND,
+        channel=Channel.EMAIL,
+        kind=MessageKind.OUTGOING,
+        mailbox=identity.address,
+        message_id=message_id,
+        in_reply_to=envelope.in_reply_to,
+        references=list(envelope.references),
+        sender=identity.address,
+        recipients=[*envelope.to, *envelope.cc],
+        subject=rendered.subject,
+        body_text=rendered.text,
+        raw=mime.as_bytes(),
+        received_at=now,
+    )
+    session.add(message)
+    session.flush()
+    row = Outbox(
+        idempotency_key=idempotency_key,
+        consulta_id=consulta.id if consulta else None,
+        message_pk=message.id,
+        channel=Channel.EMAIL,
+        template=template,
+        envelope_to=[*envelope.to, *envelope.cc],
+        primary_recipient=primary,
+        automatic=automatic,
+        status=OutboxStatus.PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def enqueue_telegram(
+    session: Session,
+    *,
+    chat_id: int,
+    text: str,
+    idempotency_key: str,
+    now: datetime,
+    consulta: Consulta | None = None,
+    documents: Sequence[OutgoingAttachment] = (),
+) -> Outbox:
+    """Queue a Telegram message (and documents) to ``chat_id``; idempotent by key."""
+    existing = session.scalar(select(Outbox).where(Outbox.idempotency_key == idempotency_key))
+    if existing is not None:
+        return existing
+    message = Message(
+        consulta_id=consulta.id if consulta else None,
+        direction=Direction.OUTBOUND,
+        channel=Channel.TELEGRAM,
+        kind=MessageKind.OUTGOING,
+        mailbox=f"telegram:{chat_id}",
+        message_id=f"telegram-out:{idempotency_key}",
+        body_text=text,
+        received_at=now,
+    )
+    session.add(message)
+    session.flush()
+    for document in documents:
+        message.attachments.append(
+            _attachment_row(document.filename, document.content_type, document.content)
+        )
+    row = Outbox(
+        idempotency_key=idempotency_key,
+        consulta_id=consulta.id if consulta else None,
+        message_pk=message.id,
+        channel=Channel.TELEGRAM,
+        template="telegram",
+        envelope_to=[],
+        payload={"chat_id": chat_id, "text": text},
+        automatic=False,
+        status=OutboxStatus.PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def _attachment_row(filename: str, content_type: str, content: bytes) -> Any:
+    from consultas.models import Attachment
+
+    return Attachment(filename=filename, content_type=content_type, size=len(content), content=content)
+
+
+def claim(session: Session, outbox_id: int, *, worker: str, now: datetime) -> bool:
+    """Atomically take a due row for sending; False when it is sent, failed, not due or taken."""
+    result = session.execute(
+        update(Outbox)
+        .where(
+            Outbox.id == outbox_id,
+            or_(
+                (Outbox.status == OutboxStatus.PENDING) & (Outbox.next_attempt_at <= now),
+                (Outbox.status == OutboxStatus.SENDING) & (Outbox.claimed_at < now - CLAIM_TIMEOUT),
+            ),
+        )
+        .values(status=OutboxStatus.SENDING, claimed_at=now, claimed_by=worker, attempts=Outbox.attempts + 1)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def mark_sent(session: Session, outbox_id: int, *, now: datetime) -> None:
+    """Record a successful send."""
+    session.execute(
+        update(Outbox)
+        .where(Outbox.id == outbox_id)
+        .values(status=OutboxStatus.SENT, sent_at=now, last_error=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def backoff(attempts: int) -> timedelta:
+    """Exponential backoff after ``attempts`` failed tries."""
+    return min(FIRST_BACKOFF * (1 << min(max(attempts - 1, 0), 20)), MAX_BACKOFF)
+
+
+def mark_retry(session: Session, outbox_id: int, *, error: str, now: datetime, max_attempts: int) -> bool:
+    """Put a row back for a later attempt; past ``max_attempts`` mark it failed. True if it will retry."""
+    row = session.get(Outbox, outbox_id)
+    if row is None:
+        return False
+    row.last_error = error[:2000]
+    if row.attempts >= max_attempts:
+        row.status = OutboxStatus.FAILED
+        row.failed_at = now
+        return False
+    row.status = OutboxStatus.PENDING
+    row.next_attempt_at = now + backoff(row.attempts)
+    return True
+
+
+def mark_failed(session: Session, outbox_id: int, *, error: str, now: datetime) -> None:
+    """Record a permanent failure (visible in the digest and ``consultas outbox --failed``)."""
+    row = session.get(Outbox, outbox_id)
+    if row is not None:
+        row.status = OutboxStatus.FAILED
+        row.failed_at = now
+        row.last_error = error[:2000]
+
+
+def retry_failed(session: Session, *, now: datetime, outbox_id: int | None = None) -> int:
+    """Give failed rows (or one) a fresh start; returns how many."""
+    statement = update(Outbox).where(Outbox.status == OutboxStatus.FAILED)
+    if outbox_id is not None:
+        statement = statement.where(Outbox.id == outbox_id)
+    result = session.execute(
+        statement.values(
+            status=OutboxStatus.PENDING, attempts=0, next_attempt_at=now, failed_at=None
+        ).execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def due_ids(session: Session, *, now: datetime, limit: int = 500) -> list[int]:
+    """Rows that should be sent now: pending and due, or claimed by a worker that died."""
+    return list(
+        session.scalars(
+            select(Outbox.id)
+            .where(
+                or_(
+                    (Outbox.status == OutboxStatus.PENDING) & (Outbox.next_attempt_at <= now),
+                    (Outbox.status == OutboxStatus.SENDING) & (Outbox.claimed_at < now - CLAIM_TIMEOUT),
+                )
+            )
+            .order_by(Outbox.id)
+            .limit(limit)
+        )
+    )

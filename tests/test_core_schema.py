@@ -1,0 +1,47 @@
+"""The Alembic migrations give the models' schema on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, inspect
+
+from consultas.models import Base
+
+
+def test_migrated_schema_matches_the_models(engine: Engine) -> None:
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        differences = compare_metadata(context, Base.metadata)
+    assert differences == []
+
+
+def test_migrated_schema_has_every_table_and_the_uniqueness_guards(engine: Engine) -> None:
+    inspector = inspect(engine)
+    assert set(inspector.get_table_names()) >= {
+        "consulta", "consulta_counter", "message", "attachment", "organo", "red_member",
+        "registry_import", "event", "outbox", "mailbox_state", "lease", "alembic_version",
+    }  # fmt: skip
+    message_uniques = {tuple(u["column_names"]) for u in inspector.get_unique_constraints("message")}
+    assert ("mailbox", "direction", "message_id") in message_uniques
+    outbox_uniques = {tuple(u["column_names"]) for u in inspector.get_unique_constraints("outbox")}
+    assert ("idempotency_key",) in outbox_uniques
+
+
+def test_db_upgrade_command_creates_the_embedded_database_and_is_repeatable(tmp_path: Path) -> None:
+    for _ in range(2):
+        result = subprocess.run(
+            [sys.executable, "-m", "consultas.cli", "db", "upgrade"],
+            cwd=tmp_path, capture_output=True, text=True, check=False, env={"PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    assert (tmp_path / "var" / "consultas.sqlite3").exists()
+    current = subprocess.run(
+        [sys.executable, "-m", "consultas.cli", "db", "current"],
+        cwd=tmp_path, capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert current.stdout.strip() == "0001"
