@@ -1,0 +1,188 @@
+"""The working-day calendar: when a consulta counts as presented, when it is due, office hours.
+
+Pure: no clock, no settings. Peru's national holidays come from the ``holidays`` package; the
+caller passes the extra non-working days the government decrees (CONSULTAS_NON_WORKING_DAYS).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import holidays
+
+#: Office hours of the Mesa de Partes, Monday to Friday, both ends included (directive 5.1).
+OFFICE_OPENS = time(8, 30)
+OFFICE_CLOSES = time(16, 30)
+#: Working days a virtual consulta has to be answered in (directive 5.6.2).
+DEFAULT_DUE_WORKING_DAYS = 10
+DEFAULT_TZ = "America/Lima"
+
+_SATURDAY = 5
+
+
+@dataclass(frozen=True, slots=True)
+class _Year:
+    """One year's closed weekdays and its working days as sorted ordinals (for bisect)."""
+
+    closed: frozenset[date]
+    working: tuple[int, ...]
+
+
+class WorkingCalendar:
+    """Working days and office hours in one time zone (America/Lima by default).
+
+    Holidays are computed lazily, once per year and calendar; every query is O(log 365) per
+    year it spans, so ``due_on`` over many consultas stays cheap.
+    """
+
+    def __init__(self, non_working_days: Iterable[date] = (), tz: str = DEFAULT_TZ) -> None:
+        try:
+            self._tz = ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {tz!r}") from exc
+        decreed: set[date] = set()
+        for day in non_working_days:
+            # A datetime is a date too, but would never compare equal to one: refuse it.
+            if isinstance(day, datetime) or not isinstance(day, date):
+                raise TypeError(f"non-working days must be dates, got {day!r}")
+            decreed.add(day)
+        self._decreed = frozenset(decreed)
+        self._years: dict[int, _Year] = {}
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The calendar's time zone."""
+        return self._tz
+
+    # -- days -------------------------------------------------------------------------------
+
+    def _year(self, year: int) -> _Year:
+        table = self._years.get(year)
+        if table is None:
+            national = holidays.country_holidays("PE", years=year, language="es")
+            closed = frozenset(
+                d for d in (*national.keys(), *self._decreed) if d.year == year and d.weekday() < _SATURDAY
+            )
+            first = date(year, 1, 1).toordinal()
+            last = date(year, 12, 31).toordinal()
+            working = tuple(
+                o for o in range(first, last + 1) if o % 7 not in (6, 0) and date.fromordinal(o) not in closed
+            )
+            table = self._years[year] = _Year(closed=closed, working=working)
+        return table
+
+    def is_working_day(self, d: date) -> bool:
+        """Tell whether ``d`` is a weekday that is neither a national holiday nor decreed off."""
+        return d.weekday() < _SATURDAY and d not in self._year(d.year).closed
+
+    def add_working_days(self, d: date, n: int) -> date:
+        """Return the ``n``-th working day after ``d`` (``d`` itself when ``n`` is 0)."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        if n == 0:
+            return d
+        year = d.year
+        table = self._year(year)
+        index = bisect_right(table.working, d.toordinal())
+        while n > len(table.working) - index:
+            n -= len(table.working) - index
+            year += 1
+            table = self._year(year)
+            index = 0
+        return date.fromordinal(table.working[index + n - 1])
+
+    def next_working_day(self, d: date) -> date:
+        """Return the first working day strictly after ``d``."""
+        return self.add_working_days(d, 1)
+
+    def working_days_between(self, start: date, end: date) -> int:
+        """Count working days ``d`` with ``start < d <= end``; negative (mirrored) when ``end < start``."""
+        if end < start:
+            return -self.working_days_between(end, start)
+        first = self._year(start.year)
+        below_start = bisect_right(first.working, start.toordinal())
+        if start.year == end.year:
+            return bisect_right(first.working, end.toordinal()) - below_start
+        count = len(first.working) - below_start
+        for year in range(start.year + 1, end.year):
+            count += len(self._year(year).working)
+        return count + bisect_right(self._year(end.year).working, end.toordinal())
+
+    # -- instants ---------------------------------------------------------------------------
+
+    def local(self, at: datetime) -> datetime:
+        """Return ``at`` as aware local time; a naive ``at`` already is local time."""
+        return at.replace(tzinfo=self._tz) if at.tzinfo is None else at.astimezone(self._tz)
+
+    def is_office_hours(self, at: datetime) -> bool:
+        """Tell whether ``at`` falls on a working day between 08:30 and 16:30 inclusive."""
+        local = self.local(at)
+        return self.is_working_day(local.date()) and OFFICE_OPENS <= local.time() <= OFFICE_CLOSES
+
+    def office_start(self, d: date) -> datetime:
+        """Return 08:30 local time on ``d`` as an aware UTC datetime."""
+        return datetime.combine(d, OFFICE_OPENS, tzinfo=self._tz).astimezone(UTC)
+
+    def next_office_instant(self, at: datetime) -> datetime:
+        """Return ``at`` (as aware UTC) if in office hours, else when the office next opens."""
+        local = self.local(at)
+        if self.is_office_hours(local):
+            return local.astimezone(UTC)
+        day = local.date()
+        if not (self.is_working_day(day) and local.time() < OFFICE_OPENS):
+            day = self.next_working_day(day)
+        return self.office_start(day)
+
+    # -- consultas (directive 5.1, 5.6.2) ---------------------------------------------------
+
+    def presented_on(self, received_at: datetime) -> date:
+        """Return the working day a consulta received at ``received_at`` counts as presented.
+
+        Directive 5.1: received after 16:30 or on a non-working day -> the next working day;
+        before 08:30 -> that same day. 16:30:00 exactly is still in office hours.
+        """
+        local = self.local(received_at)
+        day = local.date()
+        if self.is_working_day(day) and local.time() <= OFFICE_CLOSES:
+            return day
+        return self.next_working_day(day)
+
+    def due_on(self, presented_on: date, days: int = DEFAULT_DUE_WORKING_DAYS) -> date:
+        """Return the deadline: the ``days``-th working day counted from the day after presentation.
+
+        Directive 5.6.2: "se contabiliza desde el siguiente día hábil".
+        """
+        if days < 1:
+            raise ValueError(f"days must be >= 1, got {days}")
+        return self.add_working_days(presented_on, days)
+
+
+def deadline_json(
+    received: str, non_working: list[str], days: int = DEFAULT_DUE_WORKING_DAYS, tz: str = DEFAULT_TZ
+) -> dict[str, str]:
+    """Compute presentation and due dates for an ISO-8601 instant (no offset means ``tz``).
+
+    Returns ``{"presented": "YYYY-MM-DD", "due": "YYYY-MM-DD"}``. Raises ValueError with a message
+    naming the bad value (instant, non-working day, days or time zone).
+    """
+    try:
+        received_at = datetime.fromisoformat(received.strip())
+    except ValueError:
+        raise ValueError(
+            f"invalid received instant {received!r}: expected ISO-8601, e.g. 2024-11-27T17:00:00-05:00"
+        ) from None
+    decreed: list[date] = []
+    for text in non_working:
+        try:
+            decreed.append(date.fromisoformat(text.strip()))
+        except ValueError:
+            raise ValueError(f"invalid non-working day {text!r}: expected YYYY-MM-DD") from None
+    if days < 1:
+        raise ValueError(f"days must be >= 1, got {days}")
+    calendar = WorkingCalendar(decreed, tz=tz)
+    presented = calendar.presented_on(received_at)
+    return {"presented": presented.isoformat(), "due": calendar.due_on(presented, days).isoformat()}
