@@ -31,6 +31,11 @@ class ServiceConfig:
     def mailbox(self) -> str:
         return self.identity.address
 
+    @property
+    def own_addresses(self) -> frozenset[str]:
+        """Addresses whose mail is our own coming back (loop protection)."""
+        return frozenset({self.identity.address.lower()})
+
     @classmethod
     def from_settings(cls, settings: Settings) -> ServiceConfig:
         return cls(

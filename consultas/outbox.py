@@ -42,8 +42,14 @@ class MailIdentity:
     name: str
 
     @property
-    def domain(self) -> str:
-        return self.address.rpartition("@")[2]
+    def message_id_domain(self) -> str:
+        """Right-hand side of our Message-IDs: ``consultas.mef.gob.pe`` for ``consultas@mef.gob.pe``.
+
+        A dedicated host name (not the ministry's domain, which staff mail also uses) lets loop
+        detection recognise our own mail coming back without mistaking a Red member's reply for it.
+        """
+        local, _, domain = self.address.partition("@")
+        return f"{local}.{domain}".lower()
 
 
 def enqueue_mail(
@@ -88,7 +94,7 @@ def enqueue_mail(
             )
             return None
     rendered = render(template, context)
-    message_id = deterministic_message_id(idempotency_key, identity.domain)
+    message_id = deterministic_message_id(idempotency_key, identity.message_id_domain)
     mime = build_message(
         rendered, envelope, sender=identity.address, sender_name=identity.name, message_id=message_id, now=now
     )

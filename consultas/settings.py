@@ -136,11 +136,6 @@ class Settings(BaseSettings):
         """Where the embedded mode writes outgoing mail as .eml files when no SMTP host is set."""
         return self.var_dir / "outbox"
 
-    @property
-    def message_id_domain(self) -> str:
-        """The domain of every Message-ID we create (the mailbox's domain)."""
-        return self.mailbox_address.rpartition("@")[2] or "localhost"
-
     def secret_key_bytes(self) -> bytes:
         """The HMAC key for signed reply addresses.
 

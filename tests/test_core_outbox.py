@@ -26,7 +26,9 @@ CONTEXT = {
 }  # fmt: skip
 
 
-def _enqueue(session: Session, key: str, to: str = "jose@example.pe", cap: int | None = None) -> Outbox | None:
+def _enqueue(
+    session: Session, key: str, to: str = "jose@example.pe", cap: int | None = None
+) -> Outbox | None:
     return outbox.enqueue_mail(
         session,
         template="consulta_recibida",
@@ -55,7 +57,7 @@ def test_a_queued_mail_is_a_threaded_automatic_spanish_mail_with_the_number(
     assert mail["Subject"] == "[CONS-2024-000001] Su consulta ha sido registrada"
     assert mail["Auto-Submitted"] == "auto-replied"
     assert mail["In-Reply-To"] == "<orig@example.pe>"
-    assert mail["Message-ID"].endswith("@mef.gob.pe>")
+    assert mail["Message-ID"].endswith("@consultas.mef.gob.pe>")
     text = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "viernes 13 de diciembre de 2024" in text
     assert "RUC 20131380951" in text
@@ -81,7 +83,9 @@ def test_automatic_mails_to_one_sender_stop_at_the_daily_cap(sessions: sessionma
         assert len(capped) == 2
 
 
-def test_a_row_is_claimed_by_one_worker_only_and_a_dead_claim_expires(sessions: sessionmaker[Session]) -> None:
+def test_a_row_is_claimed_by_one_worker_only_and_a_dead_claim_expires(
+    sessions: sessionmaker[Session],
+) -> None:
     with sessions.begin() as session:
         row = _enqueue(session, "k")
         assert row is not None
@@ -132,4 +136,7 @@ def test_template_context_round_trips_through_json() -> None:
 def test_dates_render_in_spanish_in_lima_whatever_the_os_locale() -> None:
     assert fecha("2024-12-09") == "lunes 9 de diciembre de 2024"
     # 02:00 UTC on the 1st is still the 31st in Lima (UTC-5).
-    assert fecha(datetime(2025, 1, 1, 2, 0, tzinfo=UTC), with_time=True) == "martes 31 de diciembre de 2024, 21:00"
+    assert (
+        fecha(datetime(2025, 1, 1, 2, 0, tzinfo=UTC), with_time=True)
+        == "martes 31 de diciembre de 2024, 21:00"
+    )

@@ -41,7 +41,9 @@ def test_non_working_days_are_comma_separated_dates(monkeypatch: pytest.MonkeyPa
         ("CONSULTAS_DATABASE_URL", "mysql://x"),
     ],
 )
-def test_a_wrong_setting_is_named_in_the_error(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+def test_a_wrong_setting_is_named_in_the_error(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigurationError, match=name):
         load_settings()

@@ -1,0 +1,592 @@
+"""Extract and validate a consulta's requisitos (directive 5.3) from a citizen's free Spanish text.
+
+Pure functions: `extract_requisitos` reads a mail body, `check_requisitos` validates fields already
+split (the Telegram bot), `merge_requisitos` completes a consulta with the citizen's subsanación
+reply, and the single-field validators raise ``ValueError`` with a Spanish, user-facing reason.
+Identity numbers are checked with python-stdnum, phones with phonenumbers, addresses with
+email-validator; regexes only find candidates.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Final
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from stdnum.exceptions import ValidationError as StdnumValidationError
+from stdnum.pe import cui, ruc
+
+DOCUMENT_TYPES: Final = ("DNI", "CE", "PASAPORTE")
+
+
+@dataclass(frozen=True, slots=True)
+class Requisitos:
+    """The requisitos of directive 5.3; every field is None when the citizen did not give it."""
+
+    full_name: str | None = None
+    document_type: str | None = None
+    document_number: str | None = None
+    entity_name: str | None = None
+    entity_ruc: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    question: str | None = None
+    represents_entity: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Extraction:
+    """Requisitos found, plus the required ones absent (`missing`) and the wrong ones (`invalid`)."""
+
+    requisitos: Requisitos
+    missing: tuple[str, ...] = ()
+    invalid: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        """Return True when nothing is missing or invalid: the consulta can be admitted."""
+        return not self.missing and not self.invalid
+
+
+# --- single-field validators (reused by the Telegram bot) -------------------------------------
+
+_SEPARATORS_RE = re.compile(r"[\s.\-]")
+
+
+def validate_dni(value: str) -> str:
+    """Return the 8-digit DNI; accept a 9th check character (digit or letter) when it is right."""
+    compact = _SEPARATORS_RE.sub("", value).upper()
+    if not compact.isalnum() or not compact[:8].isdigit() or len(compact) not in (8, 9):
+        raise ValueError("El DNI debe tener 8 dígitos.")
+    try:
+        cui.validate(compact)
+    except StdnumValidationError as exc:
+        raise ValueError("El dígito de verificación del DNI no es correcto.") from exc
+    return compact[:8]
+
+
+def validate_ruc(value: str) -> str:
+    """Return the 11-digit RUC after checking its type prefix and check digit."""
+    compact = _SEPARATORS_RE.sub("", value)
+    if not compact.isdigit() or len(compact) != 11:
+        raise ValueError("El RUC debe tener 11 dígitos.")
+    try:
+        return str(ruc.validate(compact))
+    except StdnumValidationError as exc:
+        raise ValueError("El RUC no es válido: revise el número (dígito verificador).") from exc
+
+
+def validate_ce(value: str) -> str:
+    """Return the carné de extranjería number: exactly 9 digits (Migraciones' current format).
+
+    Separators are dropped; leading zeros are kept because they are part of the number.
+    """
+    compact = _SEPARATORS_RE.sub("", value)
+    if not compact.isdigit() or len(compact) != 9:
+        raise ValueError("El carné de extranjería debe tener 9 dígitos.")
+    return compact
+
+
+def validate_pasaporte(value: str) -> str:
+    """Return the passport number in capitals: 6 to 12 letters and digits, with at least one digit."""
+    compact = _SEPARATORS_RE.sub("", value).upper()
+    if not (compact.isascii() and compact.isalnum() and 6 <= len(compact) <= 12):
+        raise ValueError("El número de pasaporte debe tener entre 6 y 12 letras o números.")
+    if not any(ch.isdigit() for ch in compact):
+        raise ValueError("El número de pasaporte debe contener números.")
+    return compact
+
+
+@functools.lru_cache(maxsize=1024)
+def normalize_phone(value: str) -> str:
+    """Return the phone in E.164 (``+51...``); national numbers are read as Peruvian."""
+    try:
+        number = phonenumbers.parse(value, "PE")
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError("El número de teléfono no es válido.") from exc
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("El número de teléfono no es válido.")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+@functools.lru_cache(maxsize=1024)
+def normalize_email(value: str) -> str:
+    """Return the address normalised and lowercased; no DNS look-up is made."""
+    try:
+        checked = validate_email(value.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError("El correo electrónico no es válido.") from exc
+    return str(checked.normalized).lower()
+
+
+def validate_full_name(value: str) -> str:
+    """Return the name with whitespace folded; it needs a given name and a surname, no digits."""
+    name = " ".join(value.split()).strip(" ,.;:-")
+    if any(ch.isdigit() for ch in name) or len(name.split()) < 2:
+        raise ValueError("Indique sus nombres y apellidos completos.")
+    return name
+
+
+def validate_document(document_type: str | None, number: str) -> tuple[str, str]:
+    """Return (type, normalised number); an unknown type is guessed from the number's shape."""
+    kind = (document_type or "").strip().upper()
+    if not kind:
+        compact = _SEPARATORS_RE.sub("", number)
+        kind = "DNI" if compact.isdigit() and len(compact) <= 8 else "PASAPORTE"
+    if kind == "DNI":
+        return kind, validate_dni(number)
+    if kind == "CE":
+        return kind, validate_ce(number)
+    if kind == "PASAPORTE":
+        return kind, validate_pasaporte(number)
+    raise ValueError("El tipo de documento debe ser DNI, carné de extranjería o pasaporte.")
+
+
+# --- patterns (compiled once) -----------------------------------------------------------------
+
+_WORD = r"[A-ZÁÉÍÓÚÑÜ][A-Za-zÁÉÍÓÚÑÜáéíóúñü'´\-]+"
+_NAME = rf"{_WORD}(?:\s+(?:(?:de|del|la|las|los|y)\s+)*{_WORD}){{1,6}}"
+_NAME_RE = re.compile(_NAME)
+_NAME_LINE_RE = re.compile(rf"^\s*({_NAME})\s*$")
+
+_PROSE_NAME_RES = (
+    re.compile(rf"(?i:mi\s+nombre\s+es|me\s+llamo)\s+({_NAME})"),
+    re.compile(rf"(?i:\byo)\s*,\s*({_NAME})\s*,"),
+    re.compile(rf"(?i:\b(?:les|le)\s+escribe)\s+({_NAME})"),
+    re.compile(rf"(?i:\b(?:el|la)\s+suscrit[oa])\s*,?\s*({_NAME})"),
+    re.compile(rf"(?i:\bsoy)\s+({_NAME})(?=\s*[,(.]|\s+(?i:identificad|con\s|de\s+nacionalidad))"),
+)
+
+#: "N°", "Nº", "N.°", "Nro.", "número", "No." between a label and its number.
+_NUMBER_INTRO = (
+    r"[\s(]*(?:es\s+(?:el\s+)?)?(?:n\.?\s?[°º]|nro\.?|n[uú]m(?:ero|\.)?|no\.|#)?\s*(?:de\s+)?[:.|\-]?\s*"
+)
+#: A token of letters and digits with inner dots or hyphens ("12.345.678", "12345678-9").
+_TOKEN = r"([0-9A-Za-z](?:[0-9A-Za-z]|[.\-](?=[0-9A-Za-z]))*)"
+
+_DOCUMENT_RE = re.compile(
+    r"(?:(?P<dni>\bD\.?\s?N\.?\s?I\b\.?|documento\s+nacional\s+de\s+identidad)"
+    r"|(?P<ce>carn[eé]t?\s+de\s+extranjer[ií]a|(?-i:\bC\.\s?E\.|\bCE\b))"
+    r"|(?P<pas>\bpasaporte\b))" + _NUMBER_INTRO + _TOKEN,
+    re.IGNORECASE,
+)
+_RUC_RE = re.compile(r"\bR\.?\s?U\.?\s?C\b\.?" + _NUMBER_INTRO + _TOKEN, re.IGNORECASE)
+
+_ROLE = (
+    r"\b(?:en\s+representaci[oó]n\s+de|representante(?:\s+legal)?\s+de|represento\s+a"
+    r"|trabajador(?:\(a\)|a)?\s+de|servidor(?:\(a\)|a)?(?:\s+p[uú]blic[oa])?\s+de"
+    r"|funcionari[oa](?:\(a\))?\s+de|en\s+calidad\s+de\s+\w+\s+de|responsable\s+de\s+\w+\s+de"
+    r"|gerente(?:\s+general)?\s+de|(?:laboro|trabajo)\s+en)\s+(?:(?:la|el|los|las)\s+)?"
+)
+_ENTITY_WITH_RUC_RE = re.compile(
+    _ROLE + r"(?P<entity>[^\n,;()]+?)\s*,?\s*\(?\s*(?:con|identificad[ao]\s+con)?\s*(?:el\s+)?"
+    r"(?:n[uú]mero\s+de\s+)?R\.?\s?U\.?\s?C\b",
+    re.IGNORECASE,
+)
+_ENTITY_RE = re.compile(
+    _ROLE + r"(?P<entity>(?-i:[A-ZÁÉÍÓÚÑ\"“])(?:[^\n,;.()]|\.(?=\S))+)",
+    re.IGNORECASE,
+)
+
+_LABEL_SEP = r"\s*(?:[:|]|-\s)\s*"
+_BULLET = r"^[ \t]*(?:[-*•·]\s*)?"
+_NAME_LABEL_RE = re.compile(
+    _BULLET + r"(?:nombres?\s+y\s+apellidos|apellidos\s+y\s+nombres|nombre\s+completo|nombres?"
+    r"|solicitante|usuario\(?a?\)?)" + _LABEL_SEP + r"(?P<value>[^\n|]+)",
+    re.IGNORECASE | re.MULTILINE,
+)
+_ENTITY_LABEL_RE = re.compile(
+    _BULLET + r"(?:entidad(?:\s+a\s+la\s+que\s+representa)?|raz[oó]n\s+social|instituci[oó]n"
+    r"|empresa|nombre\s+de\s+la\s+entidad)" + _LABEL_SEP + r"(?P<value>[^\n|]+)",
+    re.IGNORECASE | re.MULTILINE,
+)
+_QUESTION_LABEL_RE = re.compile(
+    _BULLET + r"(?:consulta|pregunta|descripci[oó]n(?:\s+de\s+la\s+consulta)?"
+    r"|detalle(?:\s+de\s+la\s+consulta)?)" + _LABEL_SEP + r"(?P<value>[^\n]+)",
+    re.IGNORECASE | re.MULTILINE,
+)
+_EMAIL_LABEL_RE = re.compile(
+    r"(?:correo(?:\s+electr[oó]nico)?|e-?mail)\b[^@\n]{0,40}?"
+    r"(?P<value>[^\s<>()\[\],;:\"'|]+@[^\s<>()\[\],;:\"'|]+)",
+    re.IGNORECASE,
+)
+#: A phone is a number run preceded, on its line and within 40 characters, by one of these words.
+#: Numbers are rare in a mail, so we find them first and look back (5x faster than one regex).
+_PHONE_VALUE_RE = re.compile(r"\+?\(?\d[\d \t().\-]{2,18}\d")
+_PHONE_KEYWORD_RE = re.compile(
+    r"(?:tel[eé]fono|telf\b\.?|\btel\b\.?|celular|\bcel\b\.?|m[oó]vil|whats?app"
+    r"|n[uú]mero\s+de\s+contacto|ll[aá]marme|comunicarse)[^\d\n+]{0,40}$",
+    re.IGNORECASE,
+)
+_PHONE_PIECE_RE = re.compile(r"\+?\d[\d\-.]{5,}\d")
+_MOBILE_RE = re.compile(r"(?<![\d+])(?:\+?51[ \t\-]?)?9\d{2}[ \t\-]?\d{3}[ \t\-]?\d{3}(?!\d)")
+
+_REPLY_MARKER_RE = re.compile(
+    r"^(?:>|El\s.{5,200}\sescribi[oó]:\s*$|On\s.{5,200}\swrote:\s*$"
+    r"|-{2,}\s*(?:Mensaje original|Original Message)\s*-{2,}|De:\s|From:\s)",
+    re.IGNORECASE | re.MULTILINE,
+)
+_FORWARD_SUBJECT_RE = re.compile(r"^\s*(?:rv|fw|fwd|reenv(?:iado|io)?)\s*:", re.IGNORECASE)
+_HEADER_LINE_RE = re.compile(
+    r"^\s*(?:-{3,}.*(?:forwarded|reenviado|original).*|(?:de|from|enviado(?:\s+el)?|sent|para|to|cc"
+    r"|asunto|subject|fecha|date)\s*:.*)$",
+    re.IGNORECASE,
+)
+_GREETING_RE = re.compile(
+    r"^(?:señor|señora|sres?\b|srta|estimad|buen[oa]s|de\s+mi\s+(?:mayor\s+)?consideraci|a\s+quien"
+    r"|hola|saludos|cordial(?:es)?\s+saludos?|presente|atenci[oó]n\s*:|ministerio|mef\b)",
+    re.IGNORECASE,
+)
+_CLOSING_RE = re.compile(
+    r"^(?:atentamente|saludos|cordialmente|muchas\s+gracias|gracias|quedo\s+(?:atent|a\s+la\s+espera)"
+    r"|agradezco|agradecer[ée]\s+(?:de\s+antemano|su\s+atenci)|un\s+(?:cordial\s+)?saludo|slds|--\s*$"
+    r"|enviado\s+desde|sent\s+from|get\s+outlook|obtener\s+outlook)",
+    re.IGNORECASE,
+)
+_REQUISITO_LINE_RE = re.compile(
+    _BULLET + r"(?:nombres?|apellidos|d\.?n\.?i|documento|carn[eé]t?|pasaporte|correo|e-?mail|tel[eé]f"
+    r"|telf|celular|m[oó]vil|whats?app|r\.?u\.?c|entidad|raz[oó]n\s+social|instituci[oó]n|empresa"
+    r"|direcci[oó]n|domicilio|cargo)[^:|\n]{0,30}[:|]",
+    re.IGNORECASE,
+)
+_SENTENCE_SPLIT_RE = re.compile(r"(?<=[.!?])\s+(?=[¿¡\"“(A-ZÁÉÍÓÚÑ])")
+_INTRO_SENTENCE_RE = re.compile(
+    r"(?:^|[\s,;:])(?i:mi\s+nombre\s+es|me\s+llamo|yo\s*,|(?:les|le)\s+escribe|(?:el|la)\s+suscrit)"
+    r"|(?:^|[\s,;:])(?i:soy)\s+[A-ZÁÉÍÓÚÑ]"
+)
+_TRAILING_LABEL_RE = re.compile(
+    r"[\s,;:]*(?:y\s+)?(?:mi\s+)?(?:n[uú]mero\s+de\s+)?(?:d\.?n\.?i|documento|tel[eé]fono|celular|r\.?u\.?c"
+    r"|carn[eé]t?|pasaporte)\b[^.?!]*$",
+    re.IGNORECASE,
+)
+_CONTENT_WORD_RE = re.compile(r"[A-Za-zÁÉÍÓÚÑÜáéíóúñü]{3,}")
+
+
+# --- extraction ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Found:
+    """Raw values as written, before validation, and the text pieces to leave out of the question."""
+
+    full_name: str | None = None
+    document_type: str | None = None
+    document_number: str | None = None
+    entity_name: str | None = None
+    entity_ruc: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    question: str | None = None
+    represents_entity: bool = False
+
+
+def _split_fresh(text: str, subject: str) -> tuple[str, str]:
+    """Split a reply into what the citizen wrote now and the quoted history; forwards stay whole."""
+    if _FORWARD_SUBJECT_RE.match(subject):
+        # A forward carries the consulta itself in the "quoted" part.
+        return text, ""
+    marker = _REPLY_MARKER_RE.search(text)
+    if marker is None:
+        return text, ""
+    return text[: marker.start()], text[marker.start() :]
+
+
+def _first_name(text: str) -> str | None:
+    for label in _NAME_LABEL_RE.finditer(text):
+        value = " ".join(label.group("value").split()).strip(" ,.;")
+        if value and any(ch.isalpha() for ch in value):
+            return value
+    best: tuple[int, str] | None = None
+    for pattern in _PROSE_NAME_RES:
+        prose = pattern.search(text)
+        if prose and (best is None or prose.start() < best[0]):
+            best = (prose.start(), prose.group(1))
+    return best[1] if best else None
+
+
+def _signature_name(text: str) -> str | None:
+    """Return the first name-shaped line after a closing line ("Atentamente,")."""
+    lines = text.splitlines()
+    for index, line in enumerate(lines):
+        if index and len(line) <= 60 and _CLOSING_RE.match(line.strip()):
+            for after in lines[index + 1 : index + 4]:
+                found = _NAME_LINE_RE.match(after)
+                if found:
+                    return found.group(1)
+    return None
+
+
+def _document(text: str) -> tuple[str, str] | None:
+    for match in _DOCUMENT_RE.finditer(text):
+        token = match.group(match.lastindex or 0)
+        if not any(ch.isdigit() for ch in token):
+            continue  # "DNI vigente", "pasaporte peruano": a mention without the number
+        kind = "DNI" if match.group("dni") else "CE" if match.group("ce") else "PASAPORTE"
+        return kind, token
+    return None
+
+
+def _entity(text: str) -> str | None:
+    # Most specific first: a role followed by "con RUC", then an "Entidad:" line, then a bare role.
+    patterns = (
+        (_ENTITY_WITH_RUC_RE, _ENTITY_LABEL_RE, _ENTITY_RE)
+        if "RUC" in text.upper()
+        else (
+            _ENTITY_LABEL_RE,
+            _ENTITY_RE,
+        )
+    )
+    for pattern in patterns:
+        found = pattern.search(text)
+        if found:
+            value = " ".join(found.group(found.lastindex or 0).split()).strip(" ,;")
+            if value:
+                return value
+    return None
+
+
+def _ruc(text: str) -> str | None:
+    for match in _RUC_RE.finditer(text):
+        token = match.group(1)
+        if any(ch.isdigit() for ch in token):
+            return token
+    return None
+
+
+def _phone(text: str, exclude: str | None) -> str | None:
+    labelled = next(
+        (
+            number
+            for number in _PHONE_VALUE_RE.finditer(text)
+            if _PHONE_KEYWORD_RE.search(text, max(0, number.start() - 80), number.start())
+        ),
+        None,
+    )
+    if labelled:
+        value = labelled.group(0).strip()
+        try:
+            normalize_phone(value)
+        except ValueError:
+            # Two numbers on one line ("987654321 / 01 4567890"): try each piece.
+            for piece in _PHONE_PIECE_RE.findall(value):
+                try:
+                    normalize_phone(piece)
+                except ValueError:
+                    continue
+                return str(piece)
+        return value
+    for mobile in _MOBILE_RE.finditer(text):
+        digits = re.sub(r"\D", "", mobile.group(0))
+        if exclude is None or digits != re.sub(r"\D", "", exclude):
+            return mobile.group(0)
+    return None
+
+
+def _without_requisitos(sentence: str, drop: tuple[str, ...]) -> str | None:
+    """Return the part of a sentence that is not self-introduction or requisitos, or None."""
+    spans = [(i, i + len(p)) for p in drop if p and (i := sentence.find(p)) >= 0]
+    if spans:
+        before = sentence[: min(start for start, _ in spans)]
+        after = sentence[max(end for _, end in spans) :].lstrip(" ,;:.)-")
+        if len(_CONTENT_WORD_RE.findall(after)) >= 3:
+            # "Yo, X, con DNI 123, consulto si ...": the consulta follows the introduction.
+            sentence = after[0].upper() + after[1:]
+        elif not _INTRO_SENTENCE_RE.search(before) and len(_CONTENT_WORD_RE.findall(before)) >= 3:
+            # "... a donde debo reclamar? mi dni es 123": the requisito trails the consulta.
+            sentence = _TRAILING_LABEL_RE.sub("", before).strip()
+        else:
+            return None
+    if _INTRO_SENTENCE_RE.search(sentence) or not sentence.strip(" _-=*.,;:"):
+        return None
+    return sentence
+
+
+def _question(text: str, labelled: str | None, drop: tuple[str, ...]) -> str | None:
+    """Return the body without greeting, signature, requisitos lines and self-introduction."""
+    if labelled and len(_CONTENT_WORD_RE.findall(labelled)) >= 3:
+        return " ".join(labelled.split())
+    lines = [line.strip() for line in text.splitlines()]
+    kept: list[str] = []
+    for line in lines:
+        if kept and len(line) <= 60 and _CLOSING_RE.match(line) and any(k for k in kept):
+            break
+        if not any(k for k in kept) and (not line or (len(line) <= 60 and _GREETING_RE.match(line))):
+            continue
+        if len(line) <= 40 and line.endswith((":", ",")) and _GREETING_RE.match(line):
+            continue  # "Estimados:" opening a forwarded mail
+        if _HEADER_LINE_RE.match(line) or _REQUISITO_LINE_RE.match(line):
+            continue
+        kept.append(line)
+    paragraphs: list[str] = []
+    for block in "\n".join(kept).split("\n\n"):
+        sentences = [
+            kept_part
+            for sentence in _SENTENCE_SPLIT_RE.split(" ".join(block.split()))
+            if (kept_part := _without_requisitos(sentence, drop))
+        ]
+        if sentences:
+            paragraphs.append(" ".join(sentences))
+    question = "\n\n".join(paragraphs).strip()
+    if len(_CONTENT_WORD_RE.findall(question)) < 3:
+        return None  # empty, or only "Buenos días" / "Gracias": not a concrete consulta (5.3)
+    return question
+
+
+def _labelled_question(text: str) -> str | None:
+    found = _QUESTION_LABEL_RE.search(text)
+    return found.group("value") if found else None
+
+
+def _find(text: str, *, sender: str, sender_name: str, subject: str) -> _Found:
+    fresh, quoted = _split_fresh(text, subject)
+    sources = (fresh, quoted) if quoted else (fresh,)
+    found = _Found()
+
+    def first(getter: Callable[[str], str | None]) -> str | None:
+        for source in sources:
+            value = getter(source)
+            if value:
+                return value
+        return None
+
+    found.full_name = first(_first_name) or first(_signature_name)
+    if not found.full_name and sender_name and "@" not in sender_name:
+        found.full_name = sender_name
+    for source in sources:
+        document = _document(source)
+        if document:
+            found.document_type, found.document_number = document
+            break
+    found.entity_ruc = first(_ruc)
+    found.entity_name = first(_entity)
+    found.represents_entity = bool(found.entity_name or found.entity_ruc)
+    for source in sources:
+        labelled_email = _EMAIL_LABEL_RE.search(source)
+        if labelled_email:
+            found.email = labelled_email.group("value").rstrip(".")
+            break
+    if found.email is None and sender:
+        found.email = sender
+    for source in sources:
+        found.phone = _phone(source, found.document_number)
+        if found.phone:
+            break
+    labelled_question = first(_labelled_question)
+    drop = tuple(
+        piece for piece in (found.document_number, found.phone, found.entity_ruc) if piece is not None
+    )
+    # Never from the quoted history: that is our own earlier mail (or theirs, already registered).
+    found.question = _question(fresh, labelled_question, drop)
+    return found
+
+
+def extract_requisitos(text: str, *, sender: str, sender_name: str, subject: str) -> Extraction:
+    """Find the requisitos in a mail body and validate them; never raises on odd text."""
+    found = _find(text, sender=sender, sender_name=sender_name, subject=subject)
+    raw = Requisitos(**{f.name: getattr(found, f.name) for f in fields(Requisitos)})
+    return check_requisitos(raw)
+
+
+# --- validation of split fields --------------------------------------------------------------
+
+
+def _checked_fields(req: Requisitos) -> tuple[dict[str, str | None], set[str]]:
+    """Validate each present field; return normalised values (raw when invalid) and invalid keys."""
+    values: dict[str, str | None] = {
+        "full_name": req.full_name,
+        "document_type": req.document_type,
+        "document_number": req.document_number,
+        "entity_name": req.entity_name,
+        "entity_ruc": req.entity_ruc,
+        "email": req.email,
+        "phone": req.phone,
+        "question": req.question,
+    }
+    invalid: set[str] = set()
+    for key in ("full_name", "entity_name", "question"):
+        value = values[key]
+        if value is not None:
+            values[key] = value.strip() or None
+    if values["full_name"] is not None:
+        try:
+            values["full_name"] = validate_full_name(values["full_name"])
+        except ValueError:
+            invalid.add("full_name")
+    if req.document_number is not None and req.document_number.strip():
+        try:
+            values["document_type"], values["document_number"] = validate_document(
+                req.document_type, req.document_number
+            )
+        except ValueError:
+            invalid.add("document_number")
+    else:
+        values["document_number"] = None
+    validators = (("entity_ruc", validate_ruc), ("email", normalize_email), ("phone", normalize_phone))
+    for key, validator in validators:
+        value = values[key]
+        if value is None or not value.strip():
+            values[key] = None
+            continue
+        try:
+            values[key] = validator(value)
+        except ValueError:
+            invalid.add(key)
+    return values, invalid
+
+
+def _requisitos_from(values: dict[str, str | None], *, represents_entity: bool) -> Requisitos:
+    return Requisitos(
+        full_name=values["full_name"],
+        document_type=values["document_type"],
+        document_number=values["document_number"],
+        entity_name=values["entity_name"],
+        entity_ruc=values["entity_ruc"],
+        email=values["email"],
+        phone=values["phone"],
+        question=values["question"],
+        represents_entity=represents_entity,
+    )
+
+
+_REQUIRED: Final = ("full_name", "document_number", "entity_ruc", "email", "phone", "question")
+
+
+def check_requisitos(req: Requisitos) -> Extraction:
+    """Validate and normalise requisitos already split into fields (the Telegram bot's form)."""
+    values, invalid = _checked_fields(req)
+    represents = req.represents_entity or bool(values["entity_name"] or values["entity_ruc"])
+    missing = tuple(key for key in _REQUIRED if values[key] is None and (key != "entity_ruc" or represents))
+    normalised = _requisitos_from(values, represents_entity=represents)
+    return Extraction(
+        requisitos=normalised,
+        missing=missing,
+        invalid=tuple(key for key in _REQUIRED if key in invalid),
+    )
+
+
+def merge_requisitos(old: Requisitos, new: Requisitos) -> Requisitos:
+    """Complete a consulta's requisitos with the citizen's subsanación reply; new valid values win."""
+    old_values, old_invalid = _checked_fields(old)
+    new_values, new_invalid = _checked_fields(new)
+    merged: dict[str, str | None] = {}
+    for key in old_values:
+        if key == "document_type":
+            continue
+        new_value, old_value = new_values[key], old_values[key]
+        if new_value is not None and key not in new_invalid:
+            merged[key] = new_value
+        elif old_value is not None and key not in old_invalid:
+            merged[key] = old_value
+        else:
+            merged[key] = new_value if new_value is not None else old_value
+    # The type travels with the number it describes.
+    merged["document_type"] = (
+        new_values["document_type"]
+        if merged["document_number"] == new_values["document_number"]
+        else old_values["document_type"]
+    )
+    return _requisitos_from(merged, represents_entity=old.represents_entity or new.represents_entity)
