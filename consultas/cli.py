@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -36,9 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The level is read before the settings so that loading them can log; a wrong value falls back
+    # to INFO here and is then reported by the settings validation like any other.
+    level = os.environ.get("CONSULTAS_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=level if level in {"DEBUG", "INFO", "WARNING", "ERROR"} else "INFO",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
+    # Alembic narrates every migration step at INFO; our own lines say what matters.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     handler: Handler = args.handler
     try:
         return handler(args)

@@ -67,3 +67,21 @@ def current_revision(engine: Engine) -> str | None:
 
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+def open_database(url: str, **kwargs: Any) -> tuple[Engine, sessionmaker[Session]]:
+    """Engine and sessions for a command; a database never migrated is one clear error, not a traceback."""
+    from consultas.errors import ConfigurationError
+
+    engine = make_engine(url, **kwargs)
+    try:
+        revision = current_revision(engine)
+    except Exception as exc:  # any driver error here means the database cannot be reached
+        engine.dispose()
+        raise ConfigurationError(f"CONSULTAS_DATABASE_URL: cannot open the database: {exc}") from exc
+    if revision is None:
+        engine.dispose()
+        raise ConfigurationError(
+            "the database has no schema yet: run `consultas db upgrade` first (CONSULTAS_DATABASE_URL)"
+        )
+    return engine, make_sessionmaker(engine)

@@ -61,7 +61,7 @@ def _print_problems(command: str, exc: RegistryError) -> None:
 
 
 def _red_import(args: argparse.Namespace) -> int:
-    from consultas.db import make_engine, make_sessionmaker
+    from consultas.db import open_database
     from consultas.settings import load_settings
     from routing.red_registry import apply_registry
     from routing.red_registry_file import parse_registry
@@ -77,9 +77,9 @@ def _red_import(args: argparse.Namespace) -> int:
         _print_problems("red import", exc)
         print("consultas red import: the registry in force was not changed", file=sys.stderr)
         return 1
-    engine = make_engine(settings.resolved_database_url)
+    engine, sessions = open_database(settings.resolved_database_url)
     try:
-        with make_sessionmaker(engine).begin() as session:
+        with sessions.begin() as session:
             summary = apply_registry(
                 session, registry, source=str(args.file), content=content, now=datetime.now(UTC)
             )
@@ -95,14 +95,14 @@ def _red_import(args: argparse.Namespace) -> int:
 def _red_list(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from consultas.db import make_engine, make_sessionmaker
+    from consultas.db import open_database
     from consultas.models import Organo, RedMember
     from consultas.settings import load_settings
 
     settings = load_settings()
-    engine = make_engine(settings.resolved_database_url)
+    engine, sessions = open_database(settings.resolved_database_url)
     try:
-        with make_sessionmaker(engine)() as session:
+        with sessions() as session:
             organos = session.scalars(select(Organo).order_by(Organo.code)).all()
             members = session.scalars(select(RedMember).order_by(RedMember.organo_code, RedMember.id)).all()
     finally:
@@ -202,12 +202,12 @@ def _read_bytes(path: str) -> bytes | None:
 
 
 def _topics_from_db(url: str) -> Any:
-    from consultas.db import make_engine, make_sessionmaker
+    from consultas.db import open_database
     from routing.red_registry import organo_topics
 
-    engine = make_engine(url)
+    engine, sessions = open_database(url)
     try:
-        with make_sessionmaker(engine)() as session:
+        with sessions() as session:
             return organo_topics(session)
     finally:
         engine.dispose()
