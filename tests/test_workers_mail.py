@@ -1,0 +1,305 @@
+"""Sending the outbox: each mail reaches the SMTP sink exactly once, on the in-memory and Redis brokers."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import dramatiq
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from consultas.clock import FixedClock
+from consultas.mailer import Envelope
+from consultas.models import Event, Organo, Outbox, OutboxStatus, RedMember, RedRole
+from consultas.outbox import MailIdentity, enqueue_mail
+from consultas.settings import Settings
+from tests.servers.smtp_sink import SmtpSink
+from workers.broker import OUTBOX_QUEUE, configure_broker
+from workers.mail import Outcome, Sender, drain_outbox, hint_send, send_outbox_row
+from workers.runtime import Runtime, close_runtime, init_runtime
+from workers.transport import FileTransport
+
+NOW = datetime(2024, 11, 28, 15, 0, tzinfo=UTC)
+IDENTITY = MailIdentity(address="consultas@mef.gob.pe", name="Consultas MEF")
+CONTEXT = {
+    "consulta": {
+        "number": "CONS-2024-000001", "full_name": "José Pérez Quispe", "document_type": "DNI",
+        "document_number": "12345678", "entity_name": "", "entity_ruc": "", "email": "jose@example.pe",
+        "phone": "+51987654321", "question": "¿Cómo registro una inversión?",
+        "presented_on": "2024-11-28", "due_on": "2024-12-13", "due_working_days": 10,
+    }
+}  # fmt: skip
+
+
+def queue_mails(
+    sessions: sessionmaker[Session], count: int, *, to: tuple[str, ...] = ("jose@example.pe",), key: str = "m"
+) -> list[int]:
+    """Commit ``count`` confirmation mails to the outbox (as intake would) and return their row ids."""
+    ids = []
+    with sessions.begin() as session:
+        for index in range(count):
+            row = enqueue_mail(
+                session,
+                template="consulta_recibida",
+                context=CONTEXT,
+                envelope=Envelope(to=[to[0]], cc=list(to[1:])),
+                identity=IDENTITY,
+                idempotency_key=f"{key}:{index}",
+                now=NOW,
+            )
+            assert row is not None
+            ids.append(row.id)
+    return ids
+
+
+def message_ids_of(sessions: sessionmaker[Session], ids: list[int]) -> list[str]:
+    with sessions() as session:
+        return [session.get(Outbox, i).message.message_id for i in ids]  # type: ignore[union-attr]
+
+
+def statuses(sessions: sessionmaker[Session], ids: list[int]) -> list[OutboxStatus]:
+    with sessions() as session:
+        return [session.get(Outbox, i).status for i in ids]  # type: ignore[union-attr]
+
+
+def delivered_counts(sink: SmtpSink) -> Counter[str]:
+    """How many times each Message-ID arrived at the sink."""
+    return Counter(str(captured.message["Message-ID"]) for captured in sink.messages)
+
+
+def smtp_settings(db_url: str, sink: SmtpSink, tmp_path: Path, broker_url: str = "memory") -> Settings:
+    return Settings(
+        database_url=db_url,
+        broker_url=broker_url,
+        var_dir=tmp_path / "var",
+        secret_key="test-secret",
+        smtp_host=sink.host,
+        smtp_port=sink.port,
+        smtp_starttls=False,
+        smtp_timeout_s=5.0,
+        outbox_max_attempts=3,
+    )
+
+
+@dataclass
+class Workers:
+    """A runtime plus a Dramatiq worker on a freshly configured broker (memory or Redis)."""
+
+    runtime: Runtime
+    broker: dramatiq.Broker
+    worker: dramatiq.Worker
+    clock: FixedClock
+
+    def wait(self) -> None:
+        self.broker.join(OUTBOX_QUEUE)
+        self.worker.join()
+
+
+@pytest.fixture
+def workers_on(db_url: str, smtp_sink: SmtpSink, tmp_path: Path) -> Iterator[Callable[[str], Workers]]:
+    """Start workers against a broker URL; everything is stopped and reset afterwards."""
+    started: list[Workers] = []
+
+    def start(broker_url: str) -> Workers:
+        clock = FixedClock(NOW)
+        runtime = init_runtime(smtp_settings(db_url, smtp_sink, tmp_path, broker_url), clock=clock)
+        broker = configure_broker(broker_url)
+        worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=50)
+        worker.start()
+        started.append(Workers(runtime, broker, worker, clock))
+        return started[-1]
+
+    yield start
+    for workers in started:
+        workers.worker.stop()
+    close_runtime()
+    configure_broker("memory")
+
+
+@pytest.fixture(params=["memory", "redis"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """The in-process broker and the real Redis (db 15, flushed)."""
+    if request.param == "redis":
+        url: str = request.getfixturevalue("redis_url")
+        return url
+    return "memory"
+
+
+def test_a_mail_enqueued_twice_reaches_the_sink_once(
+    workers_on: Callable[[str], Workers], broker_url: str, smtp_sink: SmtpSink
+) -> None:
+    # Given five confirmation mails committed to the outbox
+    workers = workers_on(broker_url)
+    ids = queue_mails(workers.runtime.sessions, 5)
+    # When each is enqueued twice (a hint and a sweep racing) and four worker threads run them
+    for outbox_id in ids + ids:
+        send_outbox_row.send(outbox_id)
+    workers.wait()
+    # Then each Message-ID arrived exactly once and every row is sent
+    expected = message_ids_of(workers.runtime.sessions, ids)
+    assert delivered_counts(smtp_sink) == Counter({message_id: 1 for message_id in expected})
+    assert statuses(workers.runtime.sessions, ids) == [OutboxStatus.SENT] * 5
+    assert all(captured.rcpt_tos == ["jose@example.pe"] for captured in smtp_sink.messages)
+
+
+def test_two_concurrent_claimers_send_each_row_once(db_url: str, smtp_sink: SmtpSink, tmp_path: Path) -> None:
+    runtime = init_runtime(smtp_settings(db_url, smtp_sink, tmp_path), clock=FixedClock(NOW))
+    try:
+        ids = queue_mails(runtime.sessions, 10)
+        sender = Sender.from_runtime(runtime)
+        barrier = threading.Barrier(2)
+        outcomes: list[Outcome] = []
+        lock = threading.Lock()
+
+        def claimer(name: str) -> None:
+            for outbox_id in ids:
+                barrier.wait()
+                outcome = sender.deliver(outbox_id, worker=name)
+                with lock:
+                    outcomes.append(outcome)
+
+        threads = [threading.Thread(target=claimer, args=(f"w{n}",)) for n in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert Counter(outcomes) == Counter({Outcome.SENT: 10, Outcome.SKIPPED: 10})
+        assert sorted(delivered_counts(smtp_sink).values()) == [1] * 10
+    finally:
+        close_runtime()
+
+
+def test_drain_sends_every_due_row_over_one_connection_and_a_second_drain_sends_nothing(
+    db_url: str, smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    runtime = init_runtime(smtp_settings(db_url, smtp_sink, tmp_path), clock=FixedClock(NOW))
+    try:
+        ids = queue_mails(runtime.sessions, 20)
+        sender = Sender.from_runtime(runtime)
+        assert drain_outbox(sender) == Counter({Outcome.SENT: 20})
+        assert drain_outbox(sender) == Counter()
+        assert len(smtp_sink.messages) == 20
+        assert statuses(runtime.sessions, ids) == [OutboxStatus.SENT] * 20
+    finally:
+        close_runtime()
+
+
+def test_refused_recipient_fails_the_row_with_an_audit_event(
+    db_url: str, smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    runtime = init_runtime(smtp_settings(db_url, smtp_sink, tmp_path), clock=FixedClock(NOW))
+    try:
+        smtp_sink.reject_rcpt("nadie@example.pe", 550)
+        [outbox_id] = queue_mails(runtime.sessions, 1, to=("nadie@example.pe",))
+        assert Sender.from_runtime(runtime).deliver(outbox_id, worker="w") == Outcome.FAILED
+        with runtime.sessions() as session:
+            row = session.get(Outbox, outbox_id)
+            assert row is not None
+            assert row.status == OutboxStatus.FAILED
+            assert row.last_error is not None and "550" in row.last_error
+            event = session.scalars(select(Event).where(Event.kind == "outbox_failed")).one()
+            assert event.detail["outbox_id"] == outbox_id
+            assert event.detail["reason"] == "permanent"
+        assert smtp_sink.messages == []
+    finally:
+        close_runtime()
+
+
+def test_a_refused_titular_is_marked_bounced_while_the_alterno_still_gets_the_routed_mail(
+    db_url: str, smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    runtime = init_runtime(smtp_settings(db_url, smtp_sink, tmp_path), clock=FixedClock(NOW))
+    try:
+        with runtime.sessions.begin() as session:
+            session.add(Organo(code="DGPP", name="Presupuesto Público", topics=[], updated_at=NOW))
+            session.flush()
+            for role, address in (
+                (RedRole.TITULAR, "titular@mef.gob.pe"),
+                (RedRole.ALTERNO, "alt@mef.gob.pe"),
+            ):
+                session.add(RedMember(organo_code="DGPP", role=role, name=role.value, email=address,
+                                      valid_from=NOW))  # fmt: skip
+        smtp_sink.reject_rcpt("titular@mef.gob.pe", 550)
+        [outbox_id] = queue_mails(runtime.sessions, 1, to=("titular@mef.gob.pe", "alt@mef.gob.pe"))
+        assert Sender.from_runtime(runtime).deliver(outbox_id, worker="w") == Outcome.SENT
+        assert [captured.rcpt_tos for captured in smtp_sink.messages] == [["alt@mef.gob.pe"]]
+        with runtime.sessions() as session:
+            bounced = {m.email: m.bounced_at for m in session.scalars(select(RedMember))}
+        assert bounced == {"titular@mef.gob.pe": NOW, "alt@mef.gob.pe": None}
+    finally:
+        close_runtime()
+
+
+def test_a_telegram_row_without_a_token_fails_with_the_reason(
+    db_url: str, smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    from consultas.outbox import enqueue_telegram
+
+    runtime = init_runtime(smtp_settings(db_url, smtp_sink, tmp_path), clock=FixedClock(NOW))
+    try:
+        with runtime.sessions.begin() as session:
+            outbox_id = enqueue_telegram(session, chat_id=42, text="Hola", idempotency_key="tg:1", now=NOW).id
+        assert Sender.from_runtime(runtime).deliver(outbox_id, worker="w") == Outcome.FAILED
+        with runtime.sessions() as session:
+            row = session.get(Outbox, outbox_id)
+            assert row is not None and row.last_error is not None
+            assert "CONSULTAS_TELEGRAM_TOKEN" in row.last_error
+    finally:
+        close_runtime()
+
+
+def test_file_transport_writes_one_readable_eml_per_mail(db_url: str, tmp_path: Path) -> None:
+    outbox_dir = tmp_path / "var" / "outbox"
+    settings = Settings(database_url=db_url, var_dir=tmp_path / "var", secret_key="x")
+    runtime = init_runtime(settings, clock=FixedClock(NOW))
+    try:
+        assert isinstance(runtime.transport, FileTransport)
+        [outbox_id] = queue_mails(runtime.sessions, 1)
+        sender = Sender.from_runtime(runtime)
+        assert sender.deliver(outbox_id, worker="w") == Outcome.SENT
+        assert sender.deliver(outbox_id, worker="w") == Outcome.SKIPPED
+        with runtime.sessions() as session:
+            raw = session.get(Outbox, outbox_id).message.raw  # type: ignore[union-attr]
+        assert raw is not None
+        runtime.transport.send(raw, sender="consultas@mef.gob.pe", recipients=["jose@example.pe"])
+        files = sorted(outbox_dir.iterdir())
+        assert [f.suffix for f in files] == [".eml"]
+        mail = message_from_bytes(files[0].read_bytes(), policy=policy.default)
+        assert mail["Subject"] == "[CONS-2024-000001] Su consulta ha sido registrada"
+        assert files[0].name == str(mail["Message-ID"]).strip("<>") + ".eml"
+    finally:
+        close_runtime()
+
+
+def test_in_process_workers_send_rows_committed_before_start_and_hinted_after(
+    db_url: str, smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    from workers.runtime import start_inprocess_workers
+
+    settings = smtp_settings(db_url, smtp_sink, tmp_path)
+    before = queue_mails(init_runtime(settings).sessions, 2, key="before")
+    handle = start_inprocess_workers(settings, threads=2, sweep_interval_s=0.2)
+    try:
+        runtime_sessions = init_runtime_sessions()
+        after = queue_mails(runtime_sessions, 2, key="after")
+        assert hint_send(after) == 2
+        smtp_sink.wait_for(4)
+    finally:
+        handle.stop()
+        close_runtime()
+        configure_broker("memory")
+    assert sorted(delivered_counts(smtp_sink).values()) == [1, 1, 1, 1]
+    assert len(before) == 2
+
+
+def init_runtime_sessions() -> sessionmaker[Session]:
+    from workers.runtime import get_runtime
+
+    return get_runtime().sessions

@@ -1,0 +1,228 @@
+"""Sending outbox rows: the ``send_outbox_row`` actor, the batch ``drain_outbox`` and the send hint.
+
+Retry policy (one clock, the database's): a transient failure (SMTP down, timeout, 4xx) is
+recorded on the row with ``mark_retry`` (attempts + exponential backoff in ``next_attempt_at``,
+failed after ``CONSULTAS_OUTBOX_MAX_ATTEMPTS``) and the actor returns normally; the periodic sweep
+re-enqueues the row when it is due. Dramatiq's own retries only cover errors that leave the row
+unmarked (the database itself unreachable). A permanent failure (5xx) marks the row failed with an
+audit ``Event``; a refused Red member address also gets ``red_member.bounced_at`` (routing decides
+what to do with it). The claim (a conditional UPDATE) makes two workers never send one row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import func, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from consultas import events
+from consultas.clock import Clock
+from consultas.errors import PermanentError, TransientError
+from consultas.mailer import OutgoingAttachment
+from consultas.models import Channel, Consulta, Message, Outbox, RedMember
+from consultas.outbox import claim, due_ids, mark_failed, mark_retry, mark_sent
+from workers.broker import OUTBOX_QUEUE, actor, send_hint
+from workers.runtime import Runtime, get_runtime, worker_name
+from workers.transport import MailTransport, RecipientsRefusedError, SendResult
+
+logger = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    """What one delivery attempt did to its row."""
+
+    SENT = "sent"
+    SKIPPED = "skipped"  # not claimed: already sent, failed, not due, or another worker has it
+    RETRY = "retry"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Plain values of a claimed row, read in the claim's transaction (no ORM object escapes)."""
+
+    outbox_id: int
+    consulta_id: int | None
+    channel: Channel
+    template: str
+    message_id: str
+    sender: str
+    recipients: list[str]
+    raw: bytes
+    payload: dict[str, Any]
+    documents: list[OutgoingAttachment] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Delivers outbox rows through a mail transport (and ``bot.sender`` for Telegram rows)."""
+
+    sessions: sessionmaker[Session]
+    transport: MailTransport
+    clock: Clock
+    max_attempts: int
+    telegram_token: str = ""
+    telegram_api_url: str = ""
+
+    @classmethod
+    def from_runtime(cls, runtime: Runtime) -> Sender:
+        settings = runtime.settings
+        return cls(
+            sessions=runtime.sessions,
+            transport=runtime.transport,
+            clock=runtime.clock,
+            max_attempts=settings.outbox_max_attempts,
+            telegram_token=settings.telegram_token.get_secret_value(),
+            telegram_api_url=settings.telegram_api_url,
+        )
+
+    def deliver(self, outbox_id: int, *, worker: str) -> Outcome:
+        """Claim, send and mark one row. Idempotent: a row already sent or taken is SKIPPED."""
+        with self.sessions.begin() as session:
+            if not claim(session, outbox_id, worker=worker, now=self.clock.now()):
+                return Outcome.SKIPPED
+            job = _load_job(session, outbox_id)
+        try:
+            result = self._send(job)
+        except PermanentError as exc:
+            refused = exc.refused if isinstance(exc, RecipientsRefusedError) else {}
+            return self._record_failure(job, str(exc), refused)
+        except TransientError as exc:
+            return self._record_retry(job, str(exc))
+        except Exception as exc:  # per-row boundary: an unexpected error must not strand the row
+            logger.exception("outbox %s (%s) failed unexpectedly", job.outbox_id, job.message_id)
+            return self._record_retry(job, f"unexpected error: {exc!r}")
+        with self.sessions.begin() as session:
+            now = self.clock.now()
+            mark_sent(session, job.outbox_id, now=now)
+            if result.refused:
+                bounced = _mark_red_bounced(session, result.refused, now=now)
+                _record(session, "outbox_recipient_refused", job, now=now, refused=result.refused,
+                        red_bounced=bounced)  # fmt: skip
+        logger.info("outbox %s sent (%s, %s)", job.outbox_id, job.template, job.message_id)
+        return Outcome.SENT
+
+    def _send(self, job: _Job) -> SendResult:
+        if job.channel == Channel.TELEGRAM:
+            self._send_telegram(job)
+            return SendResult()
+        return self.transport.send(job.raw, sender=job.sender, recipients=job.recipients)
+
+    def _send_telegram(self, job: _Job) -> None:
+        if not self.telegram_token:
+            raise PermanentError("CONSULTAS_TELEGRAM_TOKEN is not set: Telegram messages cannot be sent")
+        try:
+            sender_module = importlib.import_module("bot.sender")
+        except ModuleNotFoundError as exc:
+            if exc.name not in {"bot.sender", "bot"}:
+                raise
+            raise TransientError("bot.sender is not installed: Telegram row left pending") from exc
+        result = sender_module.send_telegram_row(
+            job.payload, job.documents, self.telegram_token, self.telegram_api_url
+        )
+        if inspect.isawaitable(result):
+            asyncio.run(_await(result))
+
+    def _record_retry(self, job: _Job, error: str) -> Outcome:
+        with self.sessions.begin() as session:
+            now = self.clock.now()
+            if mark_retry(session, job.outbox_id, error=error, now=now, max_attempts=self.max_attempts):
+                logger.warning("outbox %s (%s) will be retried: %s", job.outbox_id, job.message_id, error)
+                return Outcome.RETRY
+            _record(session, "outbox_failed", job, now=now, error=error[:500], reason="max_attempts")
+        logger.error("outbox %s (%s) failed after its last attempt: %s", job.outbox_id, job.message_id, error)
+        return Outcome.FAILED
+
+    def _record_failure(self, job: _Job, error: str, refused: dict[str, str]) -> Outcome:
+        with self.sessions.begin() as session:
+            now = self.clock.now()
+            mark_failed(session, job.outbox_id, error=error, now=now)
+            bounced = _mark_red_bounced(session, refused, now=now) if refused else []
+            _record(session, "outbox_failed", job, now=now, error=error[:500], reason="permanent",
+                    refused=refused, red_bounced=bounced)  # fmt: skip
+        logger.error("outbox %s (%s) failed permanently: %s", job.outbox_id, job.message_id, error)
+        return Outcome.FAILED
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _load_job(session: Session, outbox_id: int) -> _Job:
+    row = session.get(Outbox, outbox_id)
+    assert row is not None  # just claimed in this transaction
+    message = session.get(Message, row.message_pk)
+    assert message is not None  # foreign key
+    documents = [
+        OutgoingAttachment(filename=a.filename, content_type=a.content_type, content=a.content or b"")
+        for a in message.attachments
+    ]
+    return _Job(
+        outbox_id=row.id,
+        consulta_id=row.consulta_id,
+        channel=row.channel,
+        template=row.template,
+        message_id=message.message_id,
+        sender=message.sender or message.mailbox,
+        recipients=list(row.envelope_to),
+        raw=message.raw or b"",
+        payload=dict(row.payload or {}),
+        documents=documents if row.channel == Channel.TELEGRAM else [],
+    )
+
+
+def _mark_red_bounced(session: Session, refused: dict[str, str], *, now: Any) -> list[str]:
+    """Set ``bounced_at`` on current Red members whose address was refused; return those addresses."""
+    addresses = [address.lower() for address in refused]
+    result = session.execute(
+        update(RedMember)
+        .where(func.lower(RedMember.email).in_(addresses), RedMember.valid_to.is_(None))
+        .values(bounced_at=now)
+        .returning(RedMember.email)
+        .execution_options(synchronize_session=False)
+    )
+    return sorted({email.lower() for email in result.scalars()})
+
+
+def _record(session: Session, kind: str, job: _Job, *, now: Any, **detail: Any) -> None:
+    consulta = session.get(Consulta, job.consulta_id) if job.consulta_id is not None else None
+    events.record(session, kind, now=now, consulta=consulta, actor="workers.mail", outbox_id=job.outbox_id,
+                  template=job.template, message_id=job.message_id, **detail)  # fmt: skip
+
+
+def drain_outbox(sender: Sender, *, limit: int = 500, worker: str | None = None) -> Counter[Outcome]:
+    """Send every due row (up to ``limit``) in this thread, over one reused connection."""
+    with sender.sessions() as session:
+        ids = due_ids(session, now=sender.clock.now(), limit=limit)
+    who = worker or worker_name()
+    return Counter(sender.deliver(outbox_id, worker=who) for outbox_id in ids)
+
+
+@actor(
+    queue_name=OUTBOX_QUEUE,
+    max_retries=3,
+    min_backoff_ms=2_000,
+    max_backoff_ms=60_000,
+    time_limit_ms=120_000,
+)
+def send_outbox_row(outbox_id: int) -> None:
+    """Send one outbox row (mail or Telegram) if it is still due; running it twice sends once."""
+    Sender.from_runtime(get_runtime()).deliver(outbox_id, worker=worker_name())
+
+
+def hint_send(outbox_ids: Iterable[int]) -> int:
+    """After commit, ask the workers to send these rows now; returns how many hints were enqueued.
+
+    A hint that cannot reach the broker (Redis down) is logged and dropped, never raised: the row
+    is in the database and the sweep re-enqueues it.
+    """
+    return sum(send_hint(send_outbox_row, outbox_id) for outbox_id in outbox_ids)
