@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from consultas.settings import Settings, load_settings
+from workers.followup_cli import register_followup_commands
 
 
 def _register_worker(subparsers: Any) -> None:
@@ -48,7 +49,7 @@ def _register_outbox(subparsers: Any) -> None:
 
 
 #: One function per subcommand; each adds its parser to the ``consultas`` command.
-REGISTRARS: list[Callable[[Any], None]] = [_register_worker, _register_outbox]
+REGISTRARS: list[Callable[[Any], None]] = [_register_worker, _register_outbox, register_followup_commands]
 
 
 def register(subparsers: Any) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import dramatiq
+from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -121,13 +122,23 @@ class InprocessWorkers:
         self.sweep_interval_s = sweep_interval_s
         self._stopping = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="outbox-sweep", daemon=True)
+        self._scheduler: BaseScheduler | None = None
 
-    def start(self) -> None:
+    def start(self, *, with_scheduler: bool = False) -> None:
         self.worker.start()
         self._sweeper.start()
+        if with_scheduler:
+            from workers.scheduler import build_scheduler
+
+            runtime = get_runtime()
+            self._scheduler = build_scheduler(runtime.config.calendar, runtime.clock, background=True)
+            self._scheduler.remove_job("outbox_sweep")  # the sweep loop above already does this
+            self._scheduler.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop sweeping, let running actors finish, stop the worker threads."""
+        """Stop the periodic jobs and sweeping, let running actors finish, stop the worker threads."""
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
         self._stopping.set()
         self._sweeper.join(timeout_s)
         self.worker.stop(timeout=int(timeout_s * 1000))
@@ -154,13 +165,18 @@ def start_inprocess_workers(
     sweep_interval_s: float = DEFAULT_SWEEP_INTERVAL_S,
     clock: Clock | None = None,
     transport: MailTransport | None = None,
+    with_scheduler: bool = False,
 ) -> InprocessWorkers:
-    """Run the actors in this process on ``CONSULTAS_BROKER_URL`` (memory or Redis) and sweep."""
+    """Run the actors in this process on ``CONSULTAS_BROKER_URL`` (memory or Redis) and sweep.
+
+    ``with_scheduler`` also runs the periodic jobs (reminders, digest, quarterly report) in this
+    process: the embedded single-process mode (``consultas serve``) has no separate scheduler.
+    """
     init_runtime(settings, clock=clock, transport=transport)
     broker = configure_broker(settings.broker_url)
     import_actor_modules()
     handle = InprocessWorkers(broker, threads=threads, sweep_interval_s=sweep_interval_s)
-    handle.start()
+    handle.start(with_scheduler=with_scheduler)
     return handle
 
 

@@ -1,0 +1,280 @@
+"""Reminders before the deadline and escalation after it (directive 5.6, 6.1, 6.2).
+
+``plan_followup`` (pure) decides which mails a run owes; ``run_reminders`` (use case) selects the
+candidates with two indexed range queries on ``(status, due_on)``, drops those already queued
+(idempotency keys) and writes the mails to the outbox; ``run_reminders_job`` is the actor the
+scheduler enqueues every 15 minutes.
+
+Rules:
+- Reminder (``recordatorio_red``) at each ``ServiceConfig.reminder_offsets`` working days before
+  ``due_on`` (default 3 and 0 = the due day), to the órgano's current titular with the alterno in
+  Cc, or to OGDAU for administrativa consultas (or an órgano without a reachable Red member). A
+  reminder missed (scheduler down all day) is sent at the next run before the due date: the
+  owed offset is the smallest configured one >= the working days left, keyed by that offset.
+- Escalation (``escalamiento``) on every working day after ``due_on`` while the consulta stays
+  open: to titular and alterno with OGDAU in Cc (OGDAU alone when there is no Red member).
+- Only on working days in office hours (Lima 08:30-16:30): a run outside them sends nothing.
+- Keys ``reminder:{id}:{due_on}:{offset}`` and ``escalation:{id}:{due_on}:{day}``: a second run
+  queues nothing twice; a new due date (derivation) starts a new series.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from consultas.calendar import WorkingCalendar
+from consultas.context import ServiceConfig
+from consultas.mailer import Envelope
+from consultas.models import OPEN_STATUSES, Consulta, Message, Organo, Outbox
+from consultas.outbox import enqueue_mail
+from routing.assignment import routed_recipients
+from routing.reply_address import make_reply_address
+from workers.broker import actor
+from workers.runtime import get_runtime
+
+logger = logging.getLogger(__name__)
+
+REMINDER_TEMPLATE = "recordatorio_red"
+ESCALATION_TEMPLATE = "escalamiento"
+#: The routed mail the reminders thread under (owned by routing.assignment).
+ROUTED_TEMPLATE = "derivacion_red"
+#: Queue of the periodic follow-up actors (reminders, digest, quarterly report).
+FOLLOWUP_QUEUE = "followup"
+#: Keys checked per query (well under every backend's bound-parameter limit).
+KEY_CHUNK = 500
+
+
+class FollowupKind(StrEnum):
+    RECORDATORIO = "recordatorio"
+    ESCALAMIENTO = "escalamiento"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An open consulta with a due date, as selected from the database."""
+
+    consulta_id: int
+    due_on: date
+
+
+@dataclass(frozen=True)
+class PlannedMail:
+    """One reminder or escalation a run owes; ``days`` = working days left (reminder) or late."""
+
+    consulta_id: int
+    kind: FollowupKind
+    due_on: date
+    days: int
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class ReminderRun:
+    """What one run did: mails queued by kind, or why it did nothing."""
+
+    recordatorios: int = 0
+    escalamientos: int = 0
+    skipped: str | None = None  # "fuera de horario" / "día no hábil"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "recordatorios": self.recordatorios,
+            "escalamientos": self.escalamientos,
+            "skipped": self.skipped,
+        }
+
+
+def reminder_window(calendar: WorkingCalendar, today: date, offsets: Sequence[int]) -> tuple[date, date]:
+    """The due dates that owe a reminder today: from ``today`` to ``max(offsets)`` working days on."""
+    return today, calendar.add_working_days(today, max(offsets, default=0))
+
+
+def owed_offset(days_left: int, offsets: Sequence[int]) -> int | None:
+    """The reminder owed with ``days_left`` working days to go: the smallest offset >= it."""
+    eligible = [o for o in offsets if o >= days_left]
+    return min(eligible) if eligible else None
+
+
+def plan_followup(
+    candidates: Iterable[Candidate], *, today: date, calendar: WorkingCalendar, offsets: Sequence[int]
+) -> list[PlannedMail]:
+    """Every reminder or escalation owed on working day ``today`` (already-sent ones included)."""
+    planned: list[PlannedMail] = []
+    for candidate in candidates:
+        due = candidate.due_on
+        if due < today:
+            late = calendar.working_days_between(due, today)
+            key = f"escalation:{candidate.consulta_id}:{due.isoformat()}:{today.isoformat()}"
+            planned.append(PlannedMail(candidate.consulta_id, FollowupKind.ESCALAMIENTO, due, late, key))
+            continue
+        left = calendar.working_days_between(today, due)
+        offset = owed_offset(left, offsets)
+        if offset is None:
+            continue
+        key = f"reminder:{candidate.consulta_id}:{due.isoformat()}:{offset}"
+        planned.append(PlannedMail(candidate.consulta_id, FollowupKind.RECORDATORIO, due, left, key))
+    return planned
+
+
+def select_candidates(session: Session, *, window_end: date) -> list[Candidate]:
+    """Open consultas due on or before ``window_end`` (index range scan on (status, due_on))."""
+    rows = session.execute(
+        select(Consulta.id, Consulta.due_on)
+        .where(Consulta.status.in_(OPEN_STATUSES), Consulta.due_on <= window_end)
+        .order_by(Consulta.due_on, Consulta.id)
+    )
+    return [Candidate(consulta_id, due_on) for consulta_id, due_on in rows if due_on is not None]
+
+
+def existing_keys(session: Session, keys: Sequence[str]) -> set[str]:
+    """The subset of ``keys`` already in the outbox (unique index on idempotency_key)."""
+    found: set[str] = set()
+    for start in range(0, len(keys), KEY_CHUNK):
+        chunk = keys[start : start + KEY_CHUNK]
+        found.update(session.scalars(select(Outbox.idempotency_key).where(Outbox.idempotency_key.in_(chunk))))
+    return found
+
+
+def run_reminders(session: Session, *, config: ServiceConfig, now: datetime) -> ReminderRun:
+    """Queue the reminders and escalations owed at ``now``. Flushes, never commits; idempotent."""
+    calendar = config.calendar
+    local = calendar.local(now)
+    if not calendar.is_working_day(local.date()):
+        return ReminderRun(skipped="día no hábil")
+    if not calendar.is_office_hours(now):
+        return ReminderRun(skipped="fuera de horario")
+    today = local.date()
+    _, window_end = reminder_window(calendar, today, config.reminder_offsets)
+    planned = plan_followup(
+        select_candidates(session, window_end=window_end),
+        today=today,
+        calendar=calendar,
+        offsets=config.reminder_offsets,
+    )
+    done = existing_keys(session, [p.idempotency_key for p in planned])
+    owed = [p for p in planned if p.idempotency_key not in done]
+    counts = {FollowupKind.RECORDATORIO: 0, FollowupKind.ESCALAMIENTO: 0}
+    threads = _routed_message_ids(session, [p.consulta_id for p in owed])
+    for mail in owed:
+        consulta = session.get(Consulta, mail.consulta_id)
+        if consulta is None:  # pragma: no cover - selected in this transaction
+            continue
+        _queue(session, consulta, mail, config=config, now=now, thread=threads.get(consulta.id))
+        counts[mail.kind] += 1
+    if owed:
+        logger.info(
+            "follow-up queued %d reminder(s), %d escalation(s)",
+            counts[FollowupKind.RECORDATORIO],
+            counts[FollowupKind.ESCALAMIENTO],
+        )
+    return ReminderRun(
+        recordatorios=counts[FollowupKind.RECORDATORIO], escalamientos=counts[FollowupKind.ESCALAMIENTO]
+    )
+
+
+def _routed_message_ids(session: Session, consulta_ids: Sequence[int]) -> dict[int, str]:
+    """The Message-ID of each consulta's latest routed mail, to thread reminders under it."""
+    found: dict[int, str] = {}
+    for start in range(0, len(consulta_ids), KEY_CHUNK):
+        chunk = consulta_ids[start : start + KEY_CHUNK]
+        rows = session.execute(
+            select(Outbox.consulta_id, Message.message_id)
+            .join(Message, Message.id == Outbox.message_pk)
+            .where(Outbox.consulta_id.in_(chunk), Outbox.template == ROUTED_TEMPLATE)
+            .order_by(Outbox.id)
+        )
+        for consulta_id, message_id in rows:
+            if consulta_id is not None:
+                found[consulta_id] = message_id  # later rows win: the latest routing
+    return found
+
+
+def _recipients(
+    session: Session, consulta: Consulta, *, config: ServiceConfig, kind: FollowupKind
+) -> tuple[list[str], list[str], bool]:
+    """(To, Cc, to_ogdau) for a follow-up mail of ``kind``."""
+    red = routed_recipients(session, consulta.organo_code)
+    if red is None:
+        return [config.ogdau_email], [], True
+    to, cc = red
+    if kind == FollowupKind.ESCALAMIENTO:
+        return [*to, *cc], [config.ogdau_email], False
+    return to, cc, False
+
+
+def followup_context(
+    consulta: Consulta, organo: Organo | None, mail: PlannedMail, *, para_ogdau: bool
+) -> dict[str, Any]:
+    """The JSON context of ``recordatorio_red`` / ``escalamiento``."""
+    return {
+        "numero": consulta.number or "",
+        "asunto": consulta.subject or "",
+        "organo_code": consulta.organo_code,
+        "organo_nombre": organo.name if organo else None,
+        "para_ogdau": para_ogdau,
+        "presented_on": consulta.presented_on.isoformat() if consulta.presented_on else None,
+        "due_on": mail.due_on.isoformat(),
+        "dias_restantes": mail.days if mail.kind == FollowupKind.RECORDATORIO else 0,
+        "dias_atraso": mail.days if mail.kind == FollowupKind.ESCALAMIENTO else 0,
+    }
+
+
+def _queue(
+    session: Session,
+    consulta: Consulta,
+    mail: PlannedMail,
+    *,
+    config: ServiceConfig,
+    now: datetime,
+    thread: str | None,
+) -> None:
+    to, cc, para_ogdau = _recipients(session, consulta, config=config, kind=mail.kind)
+    organo = session.get(Organo, consulta.organo_code) if consulta.organo_code else None
+    template = REMINDER_TEMPLATE if mail.kind == FollowupKind.RECORDATORIO else ESCALATION_TEMPLATE
+    # Replies to a reminder carry the signed reply address, so an answer sent from it is matched
+    # to its consulta exactly like a reply to the routed mail.
+    reply_to = (
+        make_reply_address(config.mailbox, consulta.number, config.secret_key) if consulta.number else None
+    )
+    enqueue_mail(
+        session,
+        template=template,
+        context=followup_context(consulta, organo, mail, para_ogdau=para_ogdau),
+        envelope=Envelope(
+            to=to,
+            cc=cc,
+            reply_to=reply_to,
+            in_reply_to=thread,
+            references=(thread,) if thread else (),
+        ),
+        identity=config.identity,
+        idempotency_key=mail.idempotency_key,
+        now=now,
+        consulta=consulta,
+        automatic=False,  # internal staff mail: not subject to the per-citizen auto-reply cap
+    )
+
+
+@actor(
+    queue_name=FOLLOWUP_QUEUE,
+    max_retries=2,  # the next 15-minute run catches up anyway
+    min_backoff_ms=10_000,
+    max_backoff_ms=60_000,
+    time_limit_ms=5 * 60_000,
+    max_age_ms=15 * 60_000,  # an older message is superseded by the next scheduled run
+)
+def run_reminders_job() -> None:
+    """Queue the reminders and escalations owed now (idempotent; nothing outside office hours)."""
+    runtime = get_runtime()
+    with runtime.sessions.begin() as session:
+        result = run_reminders(session, config=runtime.config, now=runtime.clock.now())
+    # The outbox sweep (every minute) sends what was queued; no hint needed.
+    logger.info("reminders run: %s", result.as_dict())
