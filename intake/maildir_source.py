@@ -1,0 +1,234 @@
+"""The embedded inbox: a local Maildir feeding ``intake.pipeline`` (default source, benchmarks).
+
+Owns the folder layout and the exactly-once dance for files: each mail in ``new/`` is processed in
+a transaction (a savepoint per mail, several mails per transaction), and only after the commit is
+its file moved to the ``.Procesados`` sub-maildir. A crash before the move re-reads the file and
+finds it done (outcome ``duplicate``), then moves it. A mail that raises is quarantined in its own
+transaction and its file moved to ``.Cuarentena``; the others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Iterable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from consultas.clock import Clock
+from consultas.context import ServiceConfig
+from consultas.models import Outbox, OutboxStatus
+from intake.outcome import OutcomeKind
+from intake.pipeline import process_inbound_mail, quarantine_mail
+
+logger = logging.getLogger(__name__)
+
+#: Maildir++ sub-folders (as Dovecot names them) for processed and quarantined mail.
+PROCESSED_FOLDER = ".Procesados"
+QUARANTINE_FOLDER = ".Cuarentena"
+#: Mails per transaction: one commit (and one fsync) per batch instead of per mail.
+DEFAULT_BATCH_SIZE = 200
+#: Seconds between two looks at ``new/`` when it was empty.
+DEFAULT_POLL_INTERVAL_S = 1.0
+#: Database errors that mean "the database is unreachable": retried, never a quarantine.
+_INFRASTRUCTURE_ERRORS = (OperationalError, InterfaceError)
+
+
+@dataclass
+class MaildirCounts:
+    """What one pass over ``new/`` did."""
+
+    processed: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return self.processed + self.duplicates + self.quarantined
+
+    def add(self, other: MaildirCounts) -> None:
+        self.processed += other.processed
+        self.duplicates += other.duplicates
+        self.quarantined += other.quarantined
+        for kind, count in other.by_kind.items():
+            self.by_kind[kind] = self.by_kind.get(kind, 0) + count
+
+
+class Maildir:
+    """A Maildir (``new``, ``cur``, ``tmp``) with processed and quarantine sub-maildirs (created)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        for folder in (self.root, self.root / PROCESSED_FOLDER, self.root / QUARANTINE_FOLDER):
+            for sub in ("new", "cur", "tmp"):
+                (folder / sub).mkdir(parents=True, exist_ok=True)
+
+    @property
+    def new(self) -> Path:
+        return self.root / "new"
+
+    def pending(self, limit: int | None = None) -> list[str]:
+        """File names waiting in ``new/``, oldest name first (Maildir names start with the time)."""
+        names = sorted(
+            entry.name for entry in os.scandir(self.new) if entry.is_file() and not entry.name.startswith(".")
+        )
+        return names if limit is None else names[:limit]
+
+    def move_to(self, name: str, folder: str) -> None:
+        """Move ``new/name`` to ``folder/cur`` with the Seen flag (idempotent: a missing file is fine)."""
+        target_name = name if ":2," in name else f"{name}:2,S"
+        # Missing: moved already (a crash between two moves, or another poller).
+        with suppress(FileNotFoundError):
+            os.replace(self.new / name, self.root / folder / "cur" / target_name)
+
+    def deliver(self, raw: bytes, name: str) -> Path:
+        """Put a mail into ``new/`` the Maildir way (write in ``tmp/``, then rename): tests, tools."""
+        tmp = self.root / "tmp" / name
+        tmp.write_bytes(raw)
+        target = self.new / name
+        os.replace(tmp, target)
+        return target
+
+
+def poll_maildir_once(
+    sessions: sessionmaker[Session],
+    maildir: Maildir,
+    *,
+    mailbox: str,
+    config: ServiceConfig,
+    clock: Clock,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    limit: int | None = None,
+    on_committed: Callable[[list[int]], object] | None = None,
+) -> MaildirCounts:
+    """Process what is in ``new/`` now (up to ``limit`` mails), ``batch_size`` mails per transaction.
+
+    ``on_committed`` gets the ids of the outbox rows the batch queued, after the commit (the send
+    hint to the workers; the sweep covers a lost hint). Database outages propagate (nothing is
+    moved, the next pass retries); any other error quarantines only the mail that caused it.
+    """
+    counts = MaildirCounts()
+    names = maildir.pending(limit)
+    for start in range(0, len(names), batch_size):
+        counts.add(
+            _process_batch(
+                sessions,
+                maildir,
+                names[start : start + batch_size],
+                mailbox=mailbox,
+                config=config,
+                clock=clock,
+                on_committed=on_committed,
+            )
+        )
+    return counts
+
+
+def _process_batch(
+    sessions: sessionmaker[Session],
+    maildir: Maildir,
+    names: Iterable[str],
+    *,
+    mailbox: str,
+    config: ServiceConfig,
+    clock: Clock,
+    on_committed: Callable[[list[int]], object] | None,
+) -> MaildirCounts:
+    counts = MaildirCounts()
+    done: list[str] = []
+    failed: list[tuple[str, bytes, str]] = []
+    with sessions.begin() as session:
+        first_outbox = (session.scalar(select(func.max(Outbox.id))) or 0) if on_committed else 0
+        for name in names:
+            try:
+                raw = (maildir.new / name).read_bytes()
+            except FileNotFoundError:
+                continue  # taken by another poller
+            try:
+                with session.begin_nested():
+                    outcome = process_inbound_mail(
+                        session, raw, mailbox=mailbox, config=config, now=clock.now()
+                    )
+            except _INFRASTRUCTURE_ERRORS:
+                raise
+            except Exception as exc:  # a bug or a malformed mail: quarantine this one, go on
+                failed.append((name, raw, f"{type(exc).__name__}: {exc}"))
+                continue
+            done.append(name)
+            if outcome.kind is OutcomeKind.DUPLICATE:
+                counts.duplicates += 1
+            else:
+                counts.processed += 1
+            counts.by_kind[outcome.kind.value] = counts.by_kind.get(outcome.kind.value, 0) + 1
+        new_outbox = (
+            list(
+                session.scalars(
+                    select(Outbox.id).where(Outbox.id > first_outbox, Outbox.status == OutboxStatus.PENDING)
+                )
+            )
+            if on_committed
+            else []
+        )
+    for name in done:
+        maildir.move_to(name, PROCESSED_FOLDER)
+    for name, raw, reason in failed:
+        with sessions.begin() as session:
+            quarantine_mail(session, raw, mailbox=mailbox, reason=reason, config=config, now=clock.now())
+            if on_committed:
+                new_outbox += list(
+                    session.scalars(
+                        select(Outbox.id).where(
+                            Outbox.id > first_outbox, Outbox.status == OutboxStatus.PENDING
+                        )
+                    )
+                )
+        maildir.move_to(name, QUARANTINE_FOLDER)
+        counts.quarantined += 1
+        logger.warning("maildir file %s quarantined", name)
+    if on_committed and new_outbox:
+        on_committed(sorted(set(new_outbox)))
+    return counts
+
+
+async def run_maildir_loop(
+    sessions: sessionmaker[Session],
+    maildir: Maildir,
+    *,
+    mailbox: str,
+    config: ServiceConfig,
+    clock: Clock,
+    stop: asyncio.Event,
+    poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    on_committed: Callable[[list[int]], object] | None = None,
+) -> None:
+    """Poll ``maildir`` until ``stop`` is set; database work runs in a thread (never on the loop)."""
+    while not stop.is_set():
+        counts = await asyncio.to_thread(
+            poll_maildir_once,
+            sessions,
+            maildir,
+            mailbox=mailbox,
+            config=config,
+            clock=clock,
+            batch_size=batch_size,
+            limit=batch_size * 10,
+            on_committed=on_committed,
+        )
+        if counts.total:
+            logger.info(
+                "maildir: %d processed, %d duplicates, %d quarantined",
+                counts.processed,
+                counts.duplicates,
+                counts.quarantined,
+            )
+            continue
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=poll_interval_s)

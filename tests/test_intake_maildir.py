@@ -1,0 +1,79 @@
+"""The Maildir source: files move only after commit, broken mails are quarantined, replays are duplicates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from consultas.clock import FixedClock
+from consultas.models import Consulta, Message, MessageKind, Outbox
+from intake.maildir_source import PROCESSED_FOLDER, QUARANTINE_FOLDER, Maildir, poll_maildir_once
+from tests.routing_support import CONFIG, MAILBOX, NOW
+from tests.test_intake_pipeline import citizen_mail
+
+FIXTURES = Path(__file__).parent / "fixtures" / "mails"
+
+
+def poll(
+    sessions: sessionmaker[Session], maildir: Maildir, hinted: list[int] | None = None
+) -> dict[str, int]:
+    counts = poll_maildir_once(
+        sessions,
+        maildir,
+        mailbox=MAILBOX,
+        config=CONFIG,
+        clock=FixedClock(NOW),
+        batch_size=2,
+        on_committed=hinted.extend if hinted is not None else None,
+    )
+    return {"processed": counts.processed, "duplicates": counts.duplicates, "quarantined": counts.quarantined}
+
+
+def names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_mails_are_processed_in_batches_and_moved_only_once_done(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    maildir = Maildir(tmp_path / "maildir")
+    for index in range(3):
+        maildir.deliver(
+            citizen_mail(subject=f"Consulta {index}", sender=f"c{index}@example.pe"), f"{index}.eml"
+        )
+    maildir.deliver((FIXTURES / "broken_binary.eml").read_bytes(), "1b.eml")
+    hinted: list[int] = []
+
+    assert poll(sessions, maildir, hinted) == {"processed": 3, "duplicates": 0, "quarantined": 1}
+
+    assert names(maildir.new) == []
+    assert names(maildir.root / PROCESSED_FOLDER / "cur") == ["0.eml:2,S", "1.eml:2,S", "2.eml:2,S"]
+    assert names(maildir.root / QUARANTINE_FOLDER / "cur") == ["1b.eml:2,S"]
+    with sessions() as session:
+        assert session.scalar(select(func.count(Consulta.number))) == 3
+        assert (
+            session.scalar(select(func.count(Message.id)).where(Message.kind == MessageKind.QUARANTINED)) == 1
+        )
+        # Confirmation + routed mail per consulta, and OGDAU's quarantine alert: all hinted.
+        assert sorted(hinted) == list(session.scalars(select(Outbox.id).order_by(Outbox.id)))
+    assert len(hinted) == 7
+
+
+def test_a_file_left_in_new_by_a_crash_after_commit_is_a_duplicate_and_is_moved(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    maildir = Maildir(tmp_path / "maildir")
+    raw = citizen_mail()
+    maildir.deliver(raw, "a.eml")
+    poll(sessions, maildir)
+    maildir.deliver(raw, "a.eml")  # the move never happened: the file is read again
+
+    assert poll(sessions, maildir) == {"processed": 0, "duplicates": 1, "quarantined": 0}
+    assert names(maildir.new) == []
+    with sessions() as session:
+        assert session.scalar(select(func.count(Consulta.id))) == 1
+        assert (
+            session.scalar(select(func.count(Outbox.id)).where(Outbox.template == "consulta_recibida")) == 1
+        )
