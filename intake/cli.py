@@ -9,6 +9,7 @@ from typing import Any
 
 from consultas.errors import MalformedMailError
 from consultas.settings import load_settings
+from intake.imap_poller_cli import register_poll
 
 
 def register(subparsers: Any) -> None:
@@ -31,6 +32,7 @@ def register(subparsers: Any) -> None:
         ),
     )
     serve.set_defaults(handler=_serve)
+    register_poll(subparsers)
 
 
 def _parse(args: argparse.Namespace) -> int:

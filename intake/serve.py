@@ -67,7 +67,7 @@ def build_pieces(
         from intake.imap_poller import run_poller
 
         async def imap(stop: asyncio.Event) -> None:
-            await run_poller(settings, sessions, config, clock, stop)
+            await run_poller(settings, sessions, config, clock, stop, on_committed=hint_send)
 
         pieces["imap-poller"] = imap
     else:

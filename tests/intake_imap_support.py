@@ -1,0 +1,122 @@
+"""Helpers for the IMAP intake tests: citizen mails as bytes, settings for the test Dovecot, waiting."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import formataddr
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from consultas.models import Consulta, Outbox
+from consultas.settings import Settings
+from tests.servers.dovecot import DovecotServer
+
+MAILBOX = "consultas@mef.gob.pe"
+#: Wednesday 12 March 2025, 10:00 in Lima: a working day in office hours.
+NOW = datetime(2025, 3, 12, 15, 0, tzinfo=UTC)
+#: How long a test waits for something the service does "within seconds".
+WAIT_S = 20.0
+
+
+def citizen_mail(
+    n: int,
+    *,
+    sender: str | None = None,
+    name: str = "José Pérez Quispe",
+    dni: str | None = "45678912",
+    phone: str = "987654321",
+    subject: str | None = None,
+    message_id: str | None = None,
+    in_reply_to: str | None = None,
+    extra_headers: dict[str, str] | None = None,
+) -> bytes:
+    """A citizen's mail to the consultas mailbox: complete unless ``dni=None`` (then a subsanación)."""
+    sender = sender or f"ciudadano{n}@example.pe"
+    msg = EmailMessage()
+    msg["From"] = formataddr((name, sender))
+    msg["To"] = MAILBOX
+    msg["Subject"] = subject or f"Consulta {n} sobre el formato 12-B"
+    msg["Message-ID"] = message_id or f"<consulta-{n}@example.pe>"
+    msg["Date"] = "Wed, 12 Mar 2025 10:00:00 -0500"
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+        msg["References"] = in_reply_to
+    for header, value in (extra_headers or {}).items():
+        msg[header] = value
+    lines = ["Buenos días:", "", f"Nombres y apellidos: {name}"]
+    if dni is not None:
+        lines.append(f"DNI: {dni}")
+    lines += [
+        f"Teléfono: {phone}",
+        f"Correo: {sender}",
+        "",
+        f"¿Cómo registro el formato 12-B número {n} de una IOARR en el Banco de Inversiones de "
+        "Invierte.pe? Necesito saber los plazos.",
+        "",
+        "Gracias.",
+    ]
+    msg.set_content("\n".join(lines))
+    return msg.as_bytes()
+
+
+#: Bytes that are not a mail at all (no headers): the pipeline raises MalformedMailError.
+#: (No NUL bytes or bare LFs: IMAP servers rewrite those, and tests compare the bytes kept.)
+BROKEN_MAIL = b"\x89PNG\r\n\x1a\r\n\xff\xd8\xff\xe0IHDR\x10\x10\x08\x06\r\n"
+
+
+def append_raw(dovecot: DovecotServer, raw: bytes, user: str = MAILBOX, folder: str = "INBOX") -> None:
+    """APPEND bytes as they are (LMTP delivery would add headers and make broken bytes a mail)."""
+    with dovecot.imap(user) as client:
+        typ, data = client.append(f'"{folder}"', "", None, raw)
+        if typ != "OK":
+            raise RuntimeError(f"APPEND failed: {data!r}")
+
+
+def imap_settings(dovecot: DovecotServer, db_url: str, tmp_var: Any, **overrides: Any) -> Settings:
+    """Settings pointing at the test Dovecot's consultas mailbox, without TLS."""
+    values: dict[str, Any] = {
+        "database_url": db_url,
+        "var_dir": tmp_var,
+        "secret_key": "imap-test-secret",
+        "imap_host": dovecot.host,
+        "imap_port": dovecot.imap_port,
+        "imap_user": MAILBOX,
+        "imap_password": "secret",
+        "imap_ssl": False,
+        "imap_poll_interval_s": 0.5,
+        "imap_timeout_s": 10.0,
+        "mailbox_address": MAILBOX,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout_s: float = WAIT_S, what: str = "condition") -> None:
+    """Poll ``predicate`` until true; fail with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def count_consultas(sessions: sessionmaker[Session]) -> int:
+    with sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(Consulta)) or 0)
+
+
+def confirmations_per_consulta(sessions: sessionmaker[Session]) -> dict[str, int]:
+    """Consulta number -> how many confirmation (consulta_recibida) outbox rows it has."""
+    with sessions() as session:
+        rows = session.execute(
+            select(Consulta.number, func.count(Outbox.id))
+            .join(Outbox, Outbox.consulta_id == Consulta.id)
+            .where(Outbox.template == "consulta_recibida")
+            .group_by(Consulta.number)
+        ).all()
+        return {str(number): int(count) for number, count in rows}
