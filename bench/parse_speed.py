@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from intake.parse_command import parse_to_json
-from intake.requisitos import normalize_email, normalize_phone
+from intake.validators import normalize_email, normalize_phone
 
 GEN_CORPUS = Path("/work/shared/bench/gen_corpus.py")
 

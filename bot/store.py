@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.context import ServiceConfig
 from consultas.models import Channel, Consulta, ConsultaStatus, Direction, Message, MessageKind
-from intake.requisitos import Requisitos, validate_document
+from intake.requisitos import Requisitos
+from intake.validators import validate_document
 
 _SEPARATORS_RE = re.compile(r"[\s.\-]")
 

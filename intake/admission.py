@@ -44,6 +44,8 @@ from intake.requisitos import (
     check_requisitos,
     extract_requisitos,
     merge_requisitos,
+)
+from intake.validators import (
     normalize_email,
     normalize_phone,
     validate_document,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import tempfile
-from pathlib import Path
 
 from alembic import command
 
@@ -14,8 +13,12 @@ from consultas.db import MIGRATIONS_DIR, alembic_config
 target = MIGRATIONS_DIR / "versions" / "0001_initial_schema.py"
 target.unlink(missing_ok=True)
 with tempfile.TemporaryDirectory() as tmp:
-    command.revision(alembic_config(f"sqlite:///{tmp}/empty.sqlite3"), message="initial schema",
-                     autogenerate=True, rev_id="0001")
+    command.revision(
+        alembic_config(f"sqlite:///{tmp}/empty.sqlite3"),
+        message="initial schema",
+        autogenerate=True,
+        rev_id="0001",
+    )
 text = target.read_text()
 text = text.replace("consultas.models.UTCDateTime(timezone=True)", "sa.DateTime(timezone=True)")
 text = text.replace("import consultas.models\n", "")

@@ -11,7 +11,9 @@ pytest_plugins = ["tests.plugins.database", "tests.plugins.servers"]
 
 
 @pytest.fixture(autouse=True)
-def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def clean_environ(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
     """Tests never read the developer's CONSULTAS_* settings or .env file."""
     for name in list(os.environ):
         if name.startswith("CONSULTAS_") and name != "CONSULTAS_TEST_PG_ADMIN_URL":

@@ -1,0 +1,110 @@
+"""Single-field validators of the requisitos (directive 5.3), shared by mail and the Telegram bot.
+
+Each returns the normalised value or raises ``ValueError`` with a Spanish, user-facing reason.
+Identity numbers are checked with python-stdnum, phones with phonenumbers (region PE, E.164),
+addresses with email-validator (no DNS look-up).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Final
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from stdnum.exceptions import ValidationError as StdnumValidationError
+from stdnum.pe import cui, ruc
+
+DOCUMENT_TYPES: Final = ("DNI", "CE", "PASAPORTE")
+
+_SEPARATORS_RE = re.compile(r"[\s.\-]")
+
+
+def validate_dni(value: str) -> str:
+    """Return the 8-digit DNI; accept a 9th check character (digit or letter) when it is right."""
+    compact = _SEPARATORS_RE.sub("", value).upper()
+    if not compact.isalnum() or not compact[:8].isdigit() or len(compact) not in (8, 9):
+        raise ValueError("El DNI debe tener 8 dígitos.")
+    try:
+        cui.validate(compact)
+    except StdnumValidationError as exc:
+        raise ValueError("El dígito de verificación del DNI no es correcto.") from exc
+    return compact[:8]
+
+
+def validate_ruc(value: str) -> str:
+    """Return the 11-digit RUC after checking its type prefix and check digit."""
+    compact = _SEPARATORS_RE.sub("", value)
+    if not compact.isdigit() or len(compact) != 11:
+        raise ValueError("El RUC debe tener 11 dígitos.")
+    try:
+        return str(ruc.validate(compact))
+    except StdnumValidationError as exc:
+        raise ValueError("El RUC no es válido: revise el número (dígito verificador).") from exc
+
+
+def validate_ce(value: str) -> str:
+    """Return the carné de extranjería number: exactly 9 digits (Migraciones' current format).
+
+    Separators are dropped; leading zeros are kept because they are part of the number.
+    """
+    compact = _SEPARATORS_RE.sub("", value)
+    if not compact.isdigit() or len(compact) != 9:
+        raise ValueError("El carné de extranjería debe tener 9 dígitos.")
+    return compact
+
+
+def validate_pasaporte(value: str) -> str:
+    """Return the passport number in capitals: 6 to 12 letters and digits, with at least one digit."""
+    compact = _SEPARATORS_RE.sub("", value).upper()
+    if not (compact.isascii() and compact.isalnum() and 6 <= len(compact) <= 12):
+        raise ValueError("El número de pasaporte debe tener entre 6 y 12 letras o números.")
+    if not any(ch.isdigit() for ch in compact):
+        raise ValueError("El número de pasaporte debe contener números.")
+    return compact
+
+
+@functools.lru_cache(maxsize=1024)
+def normalize_phone(value: str) -> str:
+    """Return the phone in E.164 (``+51...``); national numbers are read as Peruvian."""
+    try:
+        number = phonenumbers.parse(value, "PE")
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError("El número de teléfono no es válido.") from exc
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("El número de teléfono no es válido.")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+@functools.lru_cache(maxsize=1024)
+def normalize_email(value: str) -> str:
+    """Return the address normalised and lowercased; no DNS look-up is made."""
+    try:
+        checked = validate_email(value.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError("El correo electrónico no es válido.") from exc
+    return str(checked.normalized).lower()
+
+
+def validate_full_name(value: str) -> str:
+    """Return the name with whitespace folded; it needs a given name and a surname, no digits."""
+    name = " ".join(value.split()).strip(" ,.;:-")
+    if any(ch.isdigit() for ch in name) or len(name.split()) < 2:
+        raise ValueError("Indique sus nombres y apellidos completos.")
+    return name
+
+
+def validate_document(document_type: str | None, number: str) -> tuple[str, str]:
+    """Return (type, normalised number); an unknown type is guessed from the number's shape."""
+    kind = (document_type or "").strip().upper()
+    if not kind:
+        compact = _SEPARATORS_RE.sub("", number)
+        kind = "DNI" if compact.isdigit() and len(compact) <= 8 else "PASAPORTE"
+    if kind == "DNI":
+        return kind, validate_dni(number)
+    if kind == "CE":
+        return kind, validate_ce(number)
+    if kind == "PASAPORTE":
+        return kind, validate_pasaporte(number)
+    raise ValueError("El tipo de documento debe ser DNI, carné de extranjería o pasaporte.")
