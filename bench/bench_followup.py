@@ -10,7 +10,9 @@ mostly open), runs ANALYZE, then times (median of 5):
 - the quarterly report (``build_report``) for 2025Q2,
 - the reminder sweep (``run_reminders``) at 2025-08-18 10:00 Lima: the first run (which queues
   every owed mail) once, then 5 re-runs (the steady state every 15 minutes: nothing new owed),
-and drops the database.
+and drops the database (``--keep`` keeps it; ``--db NAME`` reuses a kept one without reseeding:
+the follow-up mails earlier runs queued are deleted and ``outbox``/``message`` re-analyzed empty,
+so the first run is measured again from the same state as after a seed).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -110,67 +112,107 @@ def main() -> int:
     )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--admin-url", default="postgresql+psycopg://root@127.0.0.1:5432/test")
+    parser.add_argument("--keep", action="store_true", help="keep the database (its name is printed)")
+    parser.add_argument(
+        "--db",
+        metavar="NAME",
+        help="reuse a database kept with --keep: no seeding; the follow-up mails a previous run "
+        "queued are deleted first (then VACUUM ANALYZE, as after the seed) so the first run is "
+        "measured again; implies --keep",
+    )
     args = parser.parse_args()
     print("$", shlex.join([".venv/bin/python", "bench/bench_followup.py", *sys.argv[1:]]))
 
     admin = create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
-    name = f"consultas_bench_{uuid.uuid4().hex[:8]}"
+    name = args.db or f"consultas_bench_{uuid.uuid4().hex[:8]}"
+    keep = args.keep or args.db is not None
     url = args.admin_url.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    if args.db is None:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
     engine = make_engine(url)
     try:
-        upgrade(url)
-        start = time.perf_counter()
-        with engine.begin() as connection:
-            connection.execute(
-                text(
-                    "INSERT INTO organo (code, name, topics, active, updated_at) "
-                    "SELECT c, 'Órgano ' || c, '[]', true, now() FROM unnest(CAST(:codes AS text[])) AS c"
-                ),
-                {"codes": ORGANOS},
-            )
-            connection.execute(text(SEED_SQL), {"rows": args.rows, "today": TODAY})
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            connection.execute(text("ANALYZE"))
-        print(f"seeded {args.rows:,} consultas in {time.perf_counter() - start:.1f} s")
-        with engine.connect() as connection:
-            for status, n in connection.execute(
-                text("SELECT status, count(*) FROM consulta GROUP BY 1 ORDER BY 1")
-            ):
-                print(f"  {status:<12} {n:>9,}")
-
-        sessions = make_sessionmaker(engine)
-        cfg = config()
-
-        def digest() -> object:
-            with sessions() as session:
-                return build_digest(session, config=cfg, on=TODAY)
-
-        def report() -> object:
-            with sessions() as session:
-                return build_report(session, config=cfg, quarter=Quarter(2025, 2))
-
-        def sweep() -> object:
-            with sessions.begin() as session:
-                return run_reminders(session, config=cfg, now=NOW)
-
-        seconds, result = timed(digest)
-        print(f"digest  (build_digest 2025-08-18):   median {seconds * 1000:8.1f} ms  "
-              f"pendientes={result.total_pendientes} vencidas={result.total_vencidas}")  # type: ignore[attr-defined]  # fmt: skip
-        seconds, result = timed(report)
-        print(f"report  (build_report 2025Q2):       median {seconds * 1000:8.1f} ms  "
-              f"recibidas={result.total.recibidas} promedio={result.total.promedio_dias_habiles}")  # type: ignore[attr-defined]  # fmt: skip
-        seconds, result = timed(sweep, runs=1)
-        print(f"sweep   (run_reminders, first run):         {seconds * 1000:8.1f} ms  {result.as_dict()}")  # type: ignore[attr-defined]
-        seconds, result = timed(sweep)
-        print(f"sweep   (run_reminders, re-run):     median {seconds * 1000:8.1f} ms  {result.as_dict()}")  # type: ignore[attr-defined]
+        if args.db is None:
+            seed(engine, url, rows=args.rows)
+        else:
+            reset_followup(engine)
+        run_benchmarks(engine)
     finally:
         engine.dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if keep:
+            print(f"kept database {name}: rerun with --db {name}")
+        else:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
     return 0
+
+
+def seed(engine: Engine, url: str, *, rows: int) -> None:
+    """Migrate and fill the database, then ANALYZE it (the planner's view right after a load)."""
+    upgrade(url)
+    start = time.perf_counter()
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO organo (code, name, topics, active, updated_at) "
+                "SELECT c, 'Órgano ' || c, '[]', true, now() FROM unnest(CAST(:codes AS text[])) AS c"
+            ),
+            {"codes": ORGANOS},
+        )
+        connection.execute(text(SEED_SQL), {"rows": rows, "today": TODAY})
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("ANALYZE"))
+    print(f"seeded {rows:,} consultas in {time.perf_counter() - start:.1f} s")
+
+
+def reset_followup(engine: Engine) -> None:
+    """Delete what earlier sweeps queued, so the next run is a first run again."""
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "WITH gone AS (DELETE FROM outbox WHERE template IN ('recordatorio_red', 'escalamiento') "
+                "RETURNING message_pk) DELETE FROM message WHERE id IN (SELECT message_pk FROM gone)"
+            )
+        )
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("VACUUM ANALYZE outbox"))
+        connection.execute(text("VACUUM ANALYZE message"))
+    print("deleted the follow-up mails of earlier runs; VACUUM ANALYZE outbox, message")
+
+
+def run_benchmarks(engine: Engine) -> None:
+    with engine.connect() as connection:
+        for status, n in connection.execute(
+            text("SELECT status, count(*) FROM consulta GROUP BY 1 ORDER BY 1")
+        ):
+            print(f"  {status:<12} {n:>9,}")
+
+    sessions = make_sessionmaker(engine)
+    cfg = config()
+
+    def digest() -> object:
+        with sessions() as session:
+            return build_digest(session, config=cfg, on=TODAY)
+
+    def report() -> object:
+        with sessions() as session:
+            return build_report(session, config=cfg, quarter=Quarter(2025, 2))
+
+    def sweep() -> object:
+        with sessions.begin() as session:
+            return run_reminders(session, config=cfg, now=NOW)
+
+    seconds, result = timed(digest)
+    print(f"digest  (build_digest 2025-08-18):   median {seconds * 1000:8.1f} ms  "
+          f"pendientes={result.total_pendientes} vencidas={result.total_vencidas}")  # type: ignore[attr-defined]  # fmt: skip
+    seconds, result = timed(report)
+    print(f"report  (build_report 2025Q2):       median {seconds * 1000:8.1f} ms  "
+          f"recibidas={result.total.recibidas} promedio={result.total.promedio_dias_habiles}")  # type: ignore[attr-defined]  # fmt: skip
+    seconds, result = timed(sweep, runs=1)
+    print(f"sweep   (run_reminders, first run):         {seconds * 1000:8.1f} ms  {result.as_dict()}")  # type: ignore[attr-defined]
+    seconds, result = timed(sweep)
+    print(f"sweep   (run_reminders, re-run):     median {seconds * 1000:8.1f} ms  {result.as_dict()}")  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from bench.bench_intake import (  # noqa: E402 (the repo root must be importable
     _Sink,
     _throwaway_database,
     check_against_manifest,
-    peak_rss_mb,
+    peak_rss_text,
 )
 from tests.servers.dovecot import DovecotServer  # noqa: E402
 
@@ -62,7 +62,7 @@ def run_imap(n: int, corpus: Path, *, keep: bool, batch_size: int, threads: int)
     from consultas.context import ServiceConfig
     from consultas.settings import load_settings
     from intake.imap_poller import poll_once
-    from workers.mail import hint_send
+    from workers.mail import hint_send_batches
     from workers.runtime import close_runtime, get_runtime, start_inprocess_workers
 
     url, drop = _throwaway_database()
@@ -95,7 +95,12 @@ def run_imap(n: int, corpus: Path, *, keep: bool, batch_size: int, threads: int)
         try:
             counts = asyncio.run(
                 poll_once(
-                    settings, sessions, config, SystemClock(), batch_size=batch_size, on_committed=hint_send
+                    settings,
+                    sessions,
+                    config,
+                    SystemClock(),
+                    batch_size=batch_size,
+                    on_committed=hint_send_batches,
                 )
             )
             polled_at = time.perf_counter()
@@ -158,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"mode=imap n={args.n} runs={args.runs}: median {median:.0f} mails/s end to end; "
-        f"peak RSS {peak_rss_mb():.0f} MB; checks {'OK' if ok else 'FAILED'}"
+        f"{peak_rss_text()}; checks {'OK' if ok else 'FAILED'}"
     )
     return 0 if ok else 1
 

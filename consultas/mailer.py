@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr
@@ -59,6 +60,28 @@ def _environment(autoescape: bool) -> Environment:
     env.filters["fecha"] = fecha
     return env
 
+
+class _HeaderClasses(HeaderRegistry):
+    """The standard header registry, making each header's class once instead of on every header.
+
+    ``HeaderRegistry[name]`` builds a new class with ``type()`` at each call, a third of the cost
+    of building a mail; the classes are stateless, so the same mail comes out.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower()
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = super().__getitem__(name)
+        return made
+
+
+#: ``email.policy.SMTP`` with the header classes made once.
+_SMTP = SMTP.clone(header_factory=_HeaderClasses())
 
 _TEXT_ENV = _environment(autoescape=False)
 _HTML_ENV = _environment(autoescape=True)
@@ -115,7 +138,7 @@ def build_message(
     now: datetime,
 ) -> EmailMessage:
     """A complete MIME mail marked as automatic (RFC 3834) and threaded."""
-    message = EmailMessage(policy=SMTP)
+    message = EmailMessage(policy=_SMTP)
     message["From"] = formataddr((sender_name, sender))
     message["To"] = ", ".join(envelope.to)
     if envelope.cc:

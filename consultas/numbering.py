@@ -34,7 +34,8 @@ def next_number(session: Session, *, prefix: str, year: int) -> str:
         )
         .returning(ConsultaCounter.last_seq)
     )
-    seq = session.execute(statement).scalar_one()
+    with session.no_autoflush:  # the counter row depends on nothing pending in the session
+        seq = session.execute(statement).scalar_one()
     if seq > 999_999:
         raise OverflowError(f"more than 999999 consultas in {year} for prefix {prefix}")
     return format_number(prefix, year, seq)

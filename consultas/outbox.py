@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from consultas.mailer import Envelope, OutgoingAttachment, build_message, deterministic_message_id, render
@@ -71,18 +71,27 @@ def enqueue_mail(
     ``auto_reply_cap`` is set, at most that many automatic mails go to the same first recipient in
     24 hours; past it, nothing is queued (an event says so) and None is returned.
     """
-    existing = session.scalar(select(Outbox).where(Outbox.idempotency_key == idempotency_key))
-    if existing is not None:
-        return existing
     primary = envelope.to[0].lower() if envelope.to else None
-    if automatic and auto_reply_cap is not None and primary is not None:
-        recent = session.scalar(
-            select(func.count(Outbox.id)).where(
+    capped = automatic and auto_reply_cap is not None and primary is not None
+    # One round trip for both checks: the key's row, and the recipient's automatic mails in 24 h.
+    existing_id, recent = session.execute(
+        select(
+            select(Outbox.id).where(Outbox.idempotency_key == idempotency_key).scalar_subquery(),
+            select(func.count(Outbox.id))
+            .where(
                 Outbox.primary_recipient == primary,
                 Outbox.automatic.is_(True),
                 Outbox.created_at >= now - timedelta(hours=24),
             )
+            .scalar_subquery()
+            if capped
+            else literal(0),
         )
+    ).one()
+    if existing_id is not None:
+        return session.get(Outbox, existing_id)
+    if capped:
+        assert auto_reply_cap is not None
         if (recent or 0) >= auto_reply_cap:
             session.add(
                 Event(
@@ -114,12 +123,10 @@ def enqueue_mail(
         raw=mime.as_bytes(),
         received_at=now,
     )
-    session.add(message)
-    session.flush()
     row = Outbox(
         idempotency_key=idempotency_key,
         consulta_id=consulta.id if consulta else None,
-        message_pk=message.id,
+        message=message,  # one flush writes both rows
         channel=Channel.EMAIL,
         template=template,
         envelope_to=[*envelope.to, *envelope.cc],
@@ -205,6 +212,37 @@ def claim(session: Session, outbox_id: int, *, worker: str, now: datetime) -> bo
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def claim_many(session: Session, outbox_ids: Sequence[int], *, worker: str, now: datetime) -> list[int]:
+    """``claim`` for many rows in one UPDATE; returns the ids this call took, in id order."""
+    if not outbox_ids:
+        return []
+    result = session.execute(
+        update(Outbox)
+        .where(
+            Outbox.id.in_(list(outbox_ids)),
+            or_(
+                (Outbox.status == OutboxStatus.PENDING) & (Outbox.next_attempt_at <= now),
+                (Outbox.status == OutboxStatus.SENDING) & (Outbox.claimed_at < now - CLAIM_TIMEOUT),
+            ),
+        )
+        .values(status=OutboxStatus.SENDING, claimed_at=now, claimed_by=worker, attempts=Outbox.attempts + 1)
+        .returning(Outbox.id)
+        .execution_options(synchronize_session=False)
+    )
+    return sorted(result.scalars())
+
+
+def mark_sent_many(session: Session, outbox_ids: Sequence[int], *, now: datetime) -> None:
+    """``mark_sent`` for many rows in one UPDATE."""
+    if outbox_ids:
+        session.execute(
+            update(Outbox)
+            .where(Outbox.id.in_(list(outbox_ids)))
+            .values(status=OutboxStatus.SENT, sent_at=now, last_error=None)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def mark_sent(session: Session, outbox_id: int, *, now: datetime) -> None:

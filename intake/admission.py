@@ -162,8 +162,7 @@ def _new_consulta(session: Session, mail: ParsedMail, message: Message, *, now: 
         invalid=[],
     )
     session.add(consulta)
-    session.flush()
-    message.consulta_id = consulta.id
+    message.consulta = consulta  # the caller's flush writes both (consulta first)
     return consulta
 
 
@@ -299,7 +298,7 @@ def admit(
     consulta.missing = []
     consulta.invalid = []
     consulta.updated_at = now
-    session.flush()
+    # No flush here: the number is written with the next write (the confirmation), same transaction.
     events.record(
         session,
         "admitted",

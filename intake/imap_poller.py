@@ -155,7 +155,7 @@ async def run_poller(
 ) -> None:
     """Poll the mailbox until ``stop`` is set: lease, IDLE + catch-up polls, reconnect with backoff.
 
-    ``on_committed`` (e.g. ``workers.mail.hint_send``) gets the outbox rows each commit queued.
+    ``on_committed`` (e.g. ``workers.mail.hint_send_batches``) gets the outbox rows each commit queued.
     """
     check_imap_settings(settings)
     cycle_s = min(settings.imap_poll_interval_s, settings.imap_idle_timeout_s)

@@ -120,6 +120,6 @@ def _send_hint(settings: Settings) -> Any:
     from workers.broker import configure_broker
 
     configure_broker(settings.broker_url)
-    from workers.mail import hint_send
+    from workers.mail import hint_send_batches
 
-    return hint_send
+    return hint_send_batches

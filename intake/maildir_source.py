@@ -24,8 +24,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from consultas.clock import Clock
 from consultas.context import ServiceConfig
 from consultas.models import Outbox, OutboxStatus
+from intake.mime import ParsedMail, parse_mail
 from intake.outcome import OutcomeKind
-from intake.pipeline import process_inbound_mail, quarantine_mail
+from intake.pipeline import process_inbound_mail, quarantine_mail, stored_message_ids
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +142,13 @@ def _process_batch(
     clock: Clock,
     on_committed: Callable[[list[int]], object] | None,
 ) -> MaildirCounts:
+    names = list(names)
+    if len(names) > 1:
+        at_once = _process_batch_at_once(
+            sessions, maildir, names, mailbox=mailbox, config=config, clock=clock, on_committed=on_committed
+        )
+        if at_once is not None:
+            return at_once
     counts = MaildirCounts()
     done: list[str] = []
     failed: list[tuple[str, bytes, str]] = []
@@ -192,6 +200,76 @@ def _process_batch(
         maildir.move_to(name, QUARANTINE_FOLDER)
         counts.quarantined += 1
         logger.warning("maildir file %s quarantined", name)
+    if on_committed and new_outbox:
+        on_committed(sorted(set(new_outbox)))
+    return counts
+
+
+def _process_batch_at_once(
+    sessions: sessionmaker[Session],
+    maildir: Maildir,
+    names: list[str],
+    *,
+    mailbox: str,
+    config: ServiceConfig,
+    clock: Clock,
+    on_committed: Callable[[list[int]], object] | None,
+) -> MaildirCounts | None:
+    """The common case, without a savepoint per mail: the whole batch in one transaction.
+
+    None when a mail raised (the transaction rolled back, nothing was moved): the caller redoes
+    the batch mail by mail with savepoints, so only that mail is quarantined.
+    """
+    counts = MaildirCounts()
+    done: list[str] = []
+    try:
+        with sessions.begin() as session:
+            first_outbox = (session.scalar(select(func.max(Outbox.id))) or 0) if on_committed else 0
+            batch: list[tuple[str, bytes, ParsedMail]] = []
+            for name in names:
+                try:
+                    raw = (maildir.new / name).read_bytes()
+                except FileNotFoundError:
+                    continue  # taken by another poller
+                batch.append((name, raw, parse_mail(raw, max_attachment_bytes=config.max_attachment_bytes)))
+            # One look-up for the batch's Message-IDs; a repeat within the batch is checked per mail.
+            stored = stored_message_ids(session, mailbox, [mail.message_id for _, _, mail in batch])
+            seen: set[str] = set()
+            for name, raw, mail in batch:
+                outcome = process_inbound_mail(
+                    session,
+                    raw,
+                    mailbox=mailbox,
+                    config=config,
+                    now=clock.now(),
+                    parsed=mail,
+                    known_new=mail.message_id not in stored and mail.message_id not in seen,
+                )
+                seen.add(mail.message_id)
+                done.append(name)
+                if outcome.kind is OutcomeKind.DUPLICATE:
+                    counts.duplicates += 1
+                else:
+                    counts.processed += 1
+                counts.by_kind[outcome.kind.value] = counts.by_kind.get(outcome.kind.value, 0) + 1
+            new_outbox = (
+                list(
+                    session.scalars(
+                        select(Outbox.id).where(
+                            Outbox.id > first_outbox, Outbox.status == OutboxStatus.PENDING
+                        )
+                    )
+                )
+                if on_committed
+                else []
+            )
+    except _INFRASTRUCTURE_ERRORS:
+        raise
+    except Exception:  # one mail failed: the caller redoes the batch with a savepoint per mail
+        logger.info("a batch of %d mails failed; redoing it mail by mail", len(names), exc_info=True)
+        return None
+    for name in done:
+        maildir.move_to(name, PROCESSED_FOLDER)
     if on_committed and new_outbox:
         on_committed(sorted(set(new_outbox)))
     return counts

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Collection
 from datetime import datetime
 
 from sqlalchemy import select
@@ -32,7 +33,14 @@ from intake.outcome import InboundOutcome, OutcomeKind
 from routing.assignment import on_routed_mail_bounce, tell_ogdau
 from routing.replies import handle_reply
 
-__all__ = ["InboundOutcome", "OutcomeKind", "process_inbound_mail", "quarantine_mail", "store_message"]
+__all__ = [
+    "InboundOutcome",
+    "OutcomeKind",
+    "process_inbound_mail",
+    "quarantine_mail",
+    "store_message",
+    "stored_message_ids",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +64,8 @@ def process_inbound_mail(
     now: datetime,
     imap_uid: int | None = None,
     uidvalidity: int | None = None,
+    parsed: ParsedMail | None = None,
+    known_new: bool = False,
 ) -> InboundOutcome:
     """Process one raw mail received at ``now`` in ``mailbox``; flushes, never commits.
 
@@ -63,13 +73,20 @@ def process_inbound_mail(
     crash, or re-delivered under another UID) returns ``duplicate`` and changes nothing.
     Raises ``QuarantineError`` (``MalformedMailError``) for a mail that is not a mail at all; the
     caller rolls back and calls ``quarantine_mail`` in a fresh transaction.
+
+    A batch source may pass ``parsed`` (``parse_mail`` of ``raw``) and ``known_new=True`` when it
+    already looked the Message-ID up in this transaction (``stored_message_ids``) and found none.
     """
-    mail = parse_mail(raw, max_attachment_bytes=config.max_attachment_bytes)
-    existing = session.scalar(
-        select(Message.id).where(
-            Message.mailbox == mailbox,
-            Message.direction == Direction.INBOUND,
-            Message.message_id == mail.message_id,
+    mail = parsed if parsed is not None else parse_mail(raw, max_attachment_bytes=config.max_attachment_bytes)
+    existing = (
+        None
+        if known_new
+        else session.scalar(
+            select(Message.id).where(
+                Message.mailbox == mailbox,
+                Message.direction == Direction.INBOUND,
+                Message.message_id == mail.message_id,
+            )
         )
     )
     if existing is not None:
@@ -78,10 +95,13 @@ def process_inbound_mail(
     verdict = classify_automatic(
         mail, own_addresses=config.own_addresses, own_message_id_domain=config.identity.message_id_domain
     )
+    # Not flushed yet: a citizen's new consulta is written with its message in one flush (every
+    # query below autoflushes it first, so nothing reads the row before it exists).
     message = store_message(
-        session, mail, raw, mailbox=mailbox, now=now, imap_uid=imap_uid, uidvalidity=uidvalidity
+        session, mail, raw, mailbox=mailbox, now=now, imap_uid=imap_uid, uidvalidity=uidvalidity, flush=False
     )
     if verdict.is_automatic:
+        session.flush()
         return _automatic(session, mail, message, verdict, config=config, now=now)
     if handle_reply(session, mail, message, config=config, now=now):
         logger.info("mail %s handled as a Red reply", mail.message_id)
@@ -89,6 +109,21 @@ def process_inbound_mail(
             OutcomeKind.RED_REPLY, mail.message_id, message_pk=message.id, consulta_id=message.consulta_id
         )
     return admission.handle_citizen_mail(session, mail, message, config=config, now=now)
+
+
+def stored_message_ids(session: Session, mailbox: str, message_ids: Collection[str]) -> set[str]:
+    """Which of ``message_ids`` are already stored as inbound mail of ``mailbox`` (one query)."""
+    if not message_ids:
+        return set()
+    return set(
+        session.scalars(
+            select(Message.message_id).where(
+                Message.mailbox == mailbox,
+                Message.direction == Direction.INBOUND,
+                Message.message_id.in_(sorted(set(message_ids))),
+            )
+        )
+    )
 
 
 def store_message(
@@ -100,8 +135,12 @@ def store_message(
     now: datetime,
     imap_uid: int | None = None,
     uidvalidity: int | None = None,
+    flush: bool = True,
 ) -> Message:
-    """Add the inbound ``Message`` (raw kept) and its ``Attachment`` rows; content None when oversize."""
+    """Add the inbound ``Message`` (raw kept) and its ``Attachment`` rows; content None when oversize.
+
+    ``flush=False`` leaves the rows pending (the caller's next flush or query writes them).
+    """
     message = Message(
         direction=Direction.INBOUND,
         channel=Channel.EMAIL,
@@ -120,17 +159,19 @@ def store_message(
         imap_uidvalidity=uidvalidity,
         received_at=now,
     )
-    for part in mail.attachments:
-        message.attachments.append(
-            Attachment(
-                filename=(part.filename or "adjunto")[:255],
-                content_type=part.content_type[:255],
-                size=part.size,
-                content=None if part.oversize else part.content,
-            )
+    # Assigned even when empty: the collection is then known (routing reads it without a query).
+    message.attachments = [
+        Attachment(
+            filename=(part.filename or "adjunto")[:255],
+            content_type=part.content_type[:255],
+            size=part.size,
+            content=None if part.oversize else part.content,
         )
+        for part in mail.attachments
+    ]
     session.add(message)
-    session.flush()
+    if flush:
+        session.flush()
     return message
 
 

@@ -60,14 +60,14 @@ def build_pieces(
     settings: Settings, sessions: sessionmaker[Session], config: ServiceConfig, clock: Clock
 ) -> dict[str, Piece]:
     """The long-running pieces this configuration asks for, by name."""
-    from workers.mail import hint_send
+    from workers.mail import hint_send_batches
 
     pieces: dict[str, Piece] = {}
     if settings.imap_host:
         from intake.imap_poller import run_poller
 
         async def imap(stop: asyncio.Event) -> None:
-            await run_poller(settings, sessions, config, clock, stop, on_committed=hint_send)
+            await run_poller(settings, sessions, config, clock, stop, on_committed=hint_send_batches)
 
         pieces["imap-poller"] = imap
     else:
@@ -83,7 +83,7 @@ def build_pieces(
                 config=config,
                 clock=clock,
                 stop=stop,
-                on_committed=hint_send,
+                on_committed=hint_send_batches,
             )
 
         pieces["maildir"] = maildir_loop

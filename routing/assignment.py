@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import Session
 
 from consultas import events
@@ -37,7 +37,7 @@ from consultas.models import (
 )
 from consultas.outbox import enqueue_mail
 from routing.classify import Classification, classify
-from routing.red_registry import active_organos, current_members, organo_topics
+from routing.red_registry import active_organo_names, current_members, organo_topics
 from routing.reply_address import make_reply_address
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ def assign_new_consulta(
     consulta.tipo = ConsultaTipo(result.type)
     consulta.organo_code = result.organo
     consulta.classification_reason = result.reason
+    # Only routing (assign_new_consulta, derivation) sets assigned_at: none yet means no routed mail yet.
+    first_routing = consulta.assigned_at is None
     consulta.status = ConsultaStatus.ASIGNADA
     consulta.assigned_at = now
     consulta.updated_at = now
@@ -82,7 +84,7 @@ def assign_new_consulta(
         consulta.presented_on = config.calendar.presented_on(consulta.received_at)
     if consulta.due_on is None:
         consulta.due_on = config.calendar.due_on(consulta.presented_on, config.due_working_days)
-    session.flush()
+    # No flush here: the routed mail's first query writes these changes (same transaction).
     events.record(
         session,
         "classified",
@@ -93,7 +95,7 @@ def assign_new_consulta(
         reason=result.reason,
         tema=tema,
     )
-    enqueue_routed_mail(session, consulta, config=config, now=now)
+    enqueue_routed_mail(session, consulta, config=config, now=now, routed_before=0 if first_routing else None)
 
 
 def enqueue_routed_mail(
@@ -104,18 +106,25 @@ def enqueue_routed_mail(
     now: datetime,
     derivada_por: str | None = None,
     nota: str | None = None,
+    routed_before: int | None = None,
 ) -> Outbox | None:
-    """Queue the routed mail to the consulta's organo (titular + alterno) or to OGDAU."""
+    """Queue the routed mail to the consulta's organo (titular + alterno) or to OGDAU.
+
+    ``routed_before``: how many routed mails the consulta already has, when the caller
+    knows it (0 at the first routing); None counts them.
+    """
     recipients = routed_recipients(session, consulta.organo_code)
     to, cc = recipients if recipients is not None else ([config.ogdau_email], [])
     organo = session.get(Organo, consulta.organo_code) if consulta.organo_code else None
     sin_red = consulta.organo_code is not None and recipients is None
     target = consulta.organo_code if recipients is not None else OGDAU
-    previous = session.scalar(
-        select(func.count(Outbox.id)).where(
-            Outbox.consulta_id == consulta.id, Outbox.template == ROUTED_TEMPLATE
+    previous = routed_before
+    if previous is None:
+        previous = session.scalar(
+            select(func.count(Outbox.id)).where(
+                Outbox.consulta_id == consulta.id, Outbox.template == ROUTED_TEMPLATE
+            )
         )
-    )
     attachments = citizen_attachments(session, consulta)
     number = consulta.number or ""
     context = {
@@ -134,7 +143,7 @@ def enqueue_routed_mail(
         "presented_on": consulta.presented_on.isoformat() if consulta.presented_on else None,
         "due_on": consulta.due_on.isoformat() if consulta.due_on else None,
         "adjuntos": [a.filename for a in attachments],
-        "organos": [{"code": o.code, "name": o.name} for o in active_organos(session)],
+        "organos": active_organo_names(session),
         "derivada_por": derivada_por,
         "nota": nota,
     }
@@ -202,18 +211,33 @@ def _reachable(member: RedMember) -> bool:
 
 def citizen_attachments(session: Session, consulta: Consulta) -> list[OutgoingAttachment]:
     """The attachments (with content) of the consulta's first inbound message."""
-    first = session.scalar(
-        select(Message)
+    in_session = _first_inbound_in_session(consulta)
+    if in_session is not None:
+        return outgoing_attachments(in_session.attachments)
+    first = (
+        select(func.min(Message.id))
         .where(Message.consulta_id == consulta.id, Message.direction == Direction.INBOUND)
-        .order_by(Message.id)
-        .limit(1)
+        .scalar_subquery()
     )
-    if first is None:
-        return []
-    rows = session.scalars(
-        select(Attachment).where(Attachment.message_pk == first.id).order_by(Attachment.id)
-    )
+    rows = session.scalars(select(Attachment).where(Attachment.message_pk == first).order_by(Attachment.id))
     return outgoing_attachments(rows)
+
+
+def _first_inbound_in_session(consulta: Consulta) -> Message | None:
+    """The first inbound message from the consulta's already loaded ``messages``, else None.
+
+    A consulta created in this session (a citizen's new mail) has its collection loaded with its
+    message. Messages are only ever linked to a consulta as they arrive, so the lowest stored
+    inbound id in a loaded collection is the consulta's first inbound message.
+    """
+    loaded = inspect(consulta).dict.get("messages")
+    if not loaded:
+        return None
+    inbound = [m for m in loaded if m.direction == Direction.INBOUND and m.id is not None]
+    if not inbound:
+        return None
+    first = min(inbound, key=lambda m: m.id)
+    return first if "attachments" in inspect(first).dict else None
 
 
 def outgoing_attachments(rows: Sequence[Attachment] | Any) -> list[OutgoingAttachment]:

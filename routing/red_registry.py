@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session, SessionTransaction
 
 from consultas.errors import RegistryError
 from consultas.models import Organo, RedMember, RedRole, RegistryImport
@@ -95,6 +95,7 @@ def apply_registry(
     )
     session.add(record)
     session.flush()
+    _forget_registry_lookups(session)  # this transaction now sees the new version
     summary.import_id = record.id
     return summary
 
@@ -197,13 +198,48 @@ _topics_cache: dict[tuple[str, int, str], tuple[OrganoTopics, ...]] = {}
 _topics_lock = threading.Lock()
 
 
+#: ``session.info`` keys of registry lookups already made in the session's current transaction.
+_TOPICS_INFO_KEY = "routing.red_registry.organo_topics"
+_ACTIVE_INFO_KEY = "routing.red_registry.active_organo_names"
+
+
+def _forget_registry_lookups(session: Session) -> None:
+    session.info.pop(_TOPICS_INFO_KEY, None)
+    session.info.pop(_ACTIVE_INFO_KEY, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_at_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # the outermost transaction ended: the next one looks again
+        _forget_registry_lookups(session)
+
+
+def active_organo_names(session: Session) -> list[dict[str, str]]:
+    """``{"code", "name"}`` of the active organos by code, read once per transaction (mail contexts)."""
+    names = session.info.get(_ACTIVE_INFO_KEY)
+    if names is None:
+        names = [{"code": o.code, "name": o.name} for o in active_organos(session)]
+        session.info[_ACTIVE_INFO_KEY] = names
+    return [dict(item) for item in names]
+
+
 def organo_topics(session: Session) -> tuple[OrganoTopics, ...]:
-    """What the classifier needs from every active organo, cached per registry version.
+    """What the classifier needs from every active organo (by code), cached per registry version.
 
     The registry only changes through ``apply_registry``, which always writes a RegistryImport
     row, so (database, last import id, its sha256) identifies the topic list: one small query per
-    mail instead of loading every organo (the classifier itself caches its index per list).
+    transaction instead of loading every organo per mail (a batch of mails in one transaction
+    sees the registry as it was at its first mail; the classifier caches its index per list).
     """
+    in_transaction = session.info.get(_TOPICS_INFO_KEY)
+    if in_transaction is not None:
+        return in_transaction  # type: ignore[no-any-return]
+    topics = _organo_topics(session)
+    session.info[_TOPICS_INFO_KEY] = topics
+    return topics
+
+
+def _organo_topics(session: Session) -> tuple[OrganoTopics, ...]:
     latest = session.execute(
         select(RegistryImport.id, RegistryImport.sha256).order_by(RegistryImport.id.desc()).limit(1)
     ).first()

@@ -151,8 +151,9 @@ def match_reply(session: Session, mail: ParsedMail, *, config: ServiceConfig) ->
         if consulta is not None:
             return ReplyMatch(consulta, consulta.number or "", False, "thread")
     sender = mail.sender.lower()
-    if sender and (sender == config.ogdau_email.lower() or is_any_red_member(session, sender)):
-        for number in find_numbers(mail.subject):
+    numbers = find_numbers(mail.subject)
+    if numbers and sender and (sender == config.ogdau_email.lower() or is_any_red_member(session, sender)):
+        for number in numbers:
             consulta = _by_number(session, number)
             if consulta is not None:
                 return ReplyMatch(consulta, number, False, "subject")

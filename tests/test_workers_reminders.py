@@ -289,7 +289,8 @@ def fire_times(job_id: str, start: datetime, end: datetime) -> list[str]:
 
     scheduler = build_scheduler(CAL, FixedClock(start), background=True)
     trigger = scheduler.get_job(job_id).trigger
-    times, previous, moment = [], None, start
+    times: list[str] = []
+    previous, moment = None, start
     while True:
         nxt = trigger.get_next_fire_time(previous, moment)
         if nxt is None or nxt > end:
@@ -308,3 +309,59 @@ def test_the_scheduler_triggers_follow_up_every_15_minutes_in_office_hours_and_t
     assert followup[0] == "Fri 08:30" and followup[-1] == "Fri 16:30"
     assert len(followup) == 33  # 08:30 ... 16:30 every 15 minutes, nothing on Saturday
     assert fire_times("quarterly_report", start, end) == ["Fri 08:45"]
+
+
+def test_one_run_mails_each_organo_its_own_red_and_names_its_organo_in_every_escalation(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Issue 5: the Red and the órgano are looked up once per órgano and run, never mixed up."""
+    config = make_config()
+    codes = ("DGPP", "DGTP", "DGAEICYP")
+    with sessions.begin() as session:
+        for code in codes:
+            session.add(Organo(code=code, name=f"Órgano {code}", topics=[], updated_at=T0))
+            session.add(
+                RedMember(
+                    organo_code=code,
+                    role=RedRole.TITULAR,
+                    name="titular",
+                    email=f"titular.{code.lower()}@mef.gob.pe",
+                    valid_from=T0,
+                    valid_to=None,
+                )
+            )
+        session.flush()
+        for n, organo in enumerate([*codes, *codes, None]):
+            add_consulta(
+                session, f"CONS-2025-{n + 100:06d}", presented_on=PRESENTED, due_on=DUE, organo=organo
+            )
+        result = run_reminders(session, config=config, now=lima(date(2025, 8, 18), 11))
+    assert result.escalamientos == 7
+    with sessions() as session:
+        rows = session.execute(
+            select(Consulta.organo_code, Outbox.envelope_to, Message.body_text)
+            .join(Outbox, Outbox.consulta_id == Consulta.id)
+            .join(Message, Message.id == Outbox.message_pk)
+            .order_by(Consulta.id)
+        ).all()
+    assert [(code, to) for code, to, _ in rows] == [
+        *[(code, [f"titular.{code.lower()}@mef.gob.pe", OGDAU]) for code in codes],
+        *[(code, [f"titular.{code.lower()}@mef.gob.pe", OGDAU]) for code in codes],
+        (None, [OGDAU]),
+    ]
+    for organo, _, body in rows[:6]:
+        assert body is not None and f"Órgano {organo} ({organo})" in body
+
+
+def test_a_second_run_in_the_same_transaction_queues_nothing_more(sessions: sessionmaker[Session]) -> None:
+    """Issue 5: the bulk existence check sees the mails the same transaction just queued."""
+    config = make_config()
+    with sessions.begin() as session:
+        add_red(session)
+        for n in range(3):
+            add_consulta(session, f"CONS-2025-{n + 200:06d}", presented_on=PRESENTED, due_on=DUE)
+        first = run_reminders(session, config=config, now=lima(date(2025, 8, 18), 11))
+        second = run_reminders(session, config=config, now=lima(date(2025, 8, 18), 11, 15))
+    assert (first.escalamientos, second.escalamientos, second.recordatorios) == (3, 0, 0)
+    with sessions() as session:
+        assert len(session.scalars(select(Outbox)).all()) == 3

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from consultas import events
@@ -29,12 +29,18 @@ from consultas.clock import Clock
 from consultas.errors import PermanentError, TransientError
 from consultas.mailer import OutgoingAttachment
 from consultas.models import Channel, Consulta, Message, Outbox, RedMember
-from consultas.outbox import claim, due_ids, mark_failed, mark_retry, mark_sent
+from consultas.outbox import claim, claim_many, due_ids, mark_failed, mark_retry, mark_sent, mark_sent_many
 from workers.broker import OUTBOX_QUEUE, actor, send_hint
 from workers.runtime import Runtime, get_runtime, worker_name
 from workers.transport import MailTransport, RecipientsRefusedError, SendResult
 
 logger = logging.getLogger(__name__)
+
+
+#: Rows per claim / ``sent`` mark in ``Sender.deliver_many``.
+DELIVER_CHUNK = 50
+#: Rows per ``send_outbox_rows`` message in ``hint_send_batches``.
+HINT_BATCH = 50
 
 
 class Outcome(StrEnum):
@@ -111,6 +117,48 @@ class Sender:
         logger.info("outbox %s sent (%s, %s)", job.outbox_id, job.template, job.message_id)
         return Outcome.SENT
 
+    def deliver_many(self, outbox_ids: Iterable[int], *, worker: str) -> Counter[Outcome]:
+        """``deliver`` for many rows: one claim, one load and one ``sent`` mark per chunk.
+
+        Same per-row outcomes and failure handling as ``deliver``; rows are sent in id order over
+        the transport's one connection, and marked sent after every ``DELIVER_CHUNK`` rows (so a
+        crash re-sends at most one chunk, as ``deliver`` re-sends at most one row).
+        """
+        ids = sorted(set(outbox_ids))
+        outcomes: Counter[Outcome] = Counter()
+        for start in range(0, len(ids), DELIVER_CHUNK):
+            chunk = ids[start : start + DELIVER_CHUNK]
+            with self.sessions.begin() as session:
+                claimed = claim_many(session, chunk, worker=worker, now=self.clock.now())
+                jobs = _load_jobs(session, claimed)
+            outcomes[Outcome.SKIPPED] += len(chunk) - len(jobs)
+            sent: list[tuple[_Job, SendResult]] = []
+            for job in jobs:
+                try:
+                    sent.append((job, self._send(job)))
+                except PermanentError as exc:
+                    refused = exc.refused if isinstance(exc, RecipientsRefusedError) else {}
+                    outcomes[self._record_failure(job, str(exc), refused)] += 1
+                except TransientError as exc:
+                    outcomes[self._record_retry(job, str(exc))] += 1
+                except Exception as exc:  # per-row boundary, as in ``deliver``
+                    logger.exception("outbox %s (%s) failed unexpectedly", job.outbox_id, job.message_id)
+                    outcomes[self._record_retry(job, f"unexpected error: {exc!r}")] += 1
+            if not sent:
+                continue
+            with self.sessions.begin() as session:
+                now = self.clock.now()
+                mark_sent_many(session, [job.outbox_id for job, _ in sent], now=now)
+                for job, result in sent:
+                    if result.refused:
+                        bounced = _mark_red_bounced(session, result.refused, now=now)
+                        _record(session, "outbox_recipient_refused", job, now=now, refused=result.refused,
+                                red_bounced=bounced)  # fmt: skip
+            for job, _ in sent:
+                logger.info("outbox %s sent (%s, %s)", job.outbox_id, job.template, job.message_id)
+            outcomes[Outcome.SENT] += len(sent)
+        return outcomes
+
     def _send(self, job: _Job) -> SendResult:
         if job.channel == Channel.TELEGRAM:
             self._send_telegram(job)
@@ -158,14 +206,33 @@ async def _await(awaitable: Any) -> Any:
 
 
 def _load_job(session: Session, outbox_id: int) -> _Job:
-    row = session.get(Outbox, outbox_id)
-    assert row is not None  # just claimed in this transaction
-    message = session.get(Message, row.message_pk)
-    assert message is not None  # foreign key
-    documents = [
-        OutgoingAttachment(filename=a.filename, content_type=a.content_type, content=a.content or b"")
-        for a in message.attachments
-    ]
+    jobs = _load_jobs(session, [outbox_id])
+    assert jobs  # just claimed in this transaction
+    return jobs[0]
+
+
+def _load_jobs(session: Session, outbox_ids: list[int]) -> list[_Job]:
+    """The claimed rows with their messages, in id order: one query (plus Telegram documents)."""
+    if not outbox_ids:
+        return []
+    pairs = session.execute(
+        select(Outbox, Message)
+        .join(Message, Message.id == Outbox.message_pk)
+        .where(Outbox.id.in_(outbox_ids))
+        .order_by(Outbox.id)
+    ).all()
+    return [_job(row, message) for row, message in pairs]
+
+
+def _job(row: Outbox, message: Message) -> _Job:
+    documents = (
+        [
+            OutgoingAttachment(filename=a.filename, content_type=a.content_type, content=a.content or b"")
+            for a in message.attachments
+        ]
+        if row.channel == Channel.TELEGRAM
+        else []
+    )
     return _Job(
         outbox_id=row.id,
         consulta_id=row.consulta_id,
@@ -176,7 +243,7 @@ def _load_job(session: Session, outbox_id: int) -> _Job:
         recipients=list(row.envelope_to),
         raw=message.raw or b"",
         payload=dict(row.payload or {}),
-        documents=documents if row.channel == Channel.TELEGRAM else [],
+        documents=documents,
     )
 
 
@@ -203,8 +270,7 @@ def drain_outbox(sender: Sender, *, limit: int = 500, worker: str | None = None)
     """Send every due row (up to ``limit``) in this thread, over one reused connection."""
     with sender.sessions() as session:
         ids = due_ids(session, now=sender.clock.now(), limit=limit)
-    who = worker or worker_name()
-    return Counter(sender.deliver(outbox_id, worker=who) for outbox_id in ids)
+    return sender.deliver_many(ids, worker=worker or worker_name())
 
 
 @actor(
@@ -217,6 +283,32 @@ def drain_outbox(sender: Sender, *, limit: int = 500, worker: str | None = None)
 def send_outbox_row(outbox_id: int) -> None:
     """Send one outbox row (mail or Telegram) if it is still due; running it twice sends once."""
     Sender.from_runtime(get_runtime()).deliver(outbox_id, worker=worker_name())
+
+
+@actor(
+    queue_name=OUTBOX_QUEUE,
+    max_retries=3,
+    min_backoff_ms=2_000,
+    max_backoff_ms=60_000,
+    time_limit_ms=600_000,
+)
+def send_outbox_rows(outbox_ids: list[int]) -> None:
+    """Send many outbox rows (those still due) over one connection; running it twice sends once."""
+    Sender.from_runtime(get_runtime()).deliver_many(outbox_ids, worker=worker_name())
+
+
+def hint_send_batches(outbox_ids: Iterable[int], *, batch: int = HINT_BATCH) -> int:
+    """Like ``hint_send``, one ``send_outbox_rows`` message per ``batch`` rows; returns rows hinted.
+
+    For a source that commits many rows at once (a Maildir or IMAP batch): each message is sent
+    by one worker thread over its one SMTP connection, with one claim and one mark per chunk.
+    """
+    ids = sorted(set(outbox_ids))
+    return sum(
+        len(ids[start : start + batch])
+        for start in range(0, len(ids), batch)
+        if send_hint(send_outbox_rows, ids[start : start + batch])
+    )
 
 
 def hint_send(outbox_ids: Iterable[int]) -> int:

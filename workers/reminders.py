@@ -27,7 +27,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from consultas.calendar import WorkingCalendar
@@ -152,6 +152,7 @@ def run_reminders(session: Session, *, config: ServiceConfig, now: datetime) -> 
     if not calendar.is_office_hours(now):
         return ReminderRun(skipped="fuera de horario")
     today = local.date()
+    plan_per_execution(session)
     _, window_end = reminder_window(calendar, today, config.reminder_offsets)
     planned = plan_followup(
         select_candidates(session, window_end=window_end),
@@ -162,12 +163,28 @@ def run_reminders(session: Session, *, config: ServiceConfig, now: datetime) -> 
     done = existing_keys(session, [p.idempotency_key for p in planned])
     owed = [p for p in planned if p.idempotency_key not in done]
     counts = {FollowupKind.RECORDATORIO: 0, FollowupKind.ESCALAMIENTO: 0}
-    threads = _routed_message_ids(session, [p.consulta_id for p in owed])
+    owed_ids = [p.consulta_id for p in owed]
+    threads = _routed_message_ids(session, owed_ids)
+    consultas = _load_consultas(session, owed_ids)
+    # Held here for the whole run: the session's identity map is weak, so an Organo row nobody
+    # references is dropped after each mail and ``session.get`` would SELECT it again.
+    codes = {c.organo_code for c in consultas.values() if c.organo_code}
+    organos = {o.code: o for o in session.scalars(select(Organo).where(Organo.code.in_(codes)))}
+    reds: dict[str | None, RedRecipients] = {}  # routed_recipients per órgano, once per run
     for mail in owed:
-        consulta = session.get(Consulta, mail.consulta_id)
+        consulta = consultas.get(mail.consulta_id)
         if consulta is None:  # pragma: no cover - selected in this transaction
             continue
-        _queue(session, consulta, mail, config=config, now=now, thread=threads.get(consulta.id))
+        _queue(
+            session,
+            consulta,
+            mail,
+            config=config,
+            now=now,
+            thread=threads.get(consulta.id),
+            reds=reds,
+            organos=organos,
+        )
         counts[mail.kind] += 1
     if owed:
         logger.info(
@@ -178,6 +195,31 @@ def run_reminders(session: Session, *, config: ServiceConfig, now: datetime) -> 
     return ReminderRun(
         recordatorios=counts[FollowupKind.RECORDATORIO], escalamientos=counts[FollowupKind.ESCALAMIENTO]
     )
+
+
+def plan_per_execution(session: Session) -> None:
+    """On PostgreSQL, plan every statement of the caller's transaction for its actual parameters.
+
+    A run inserts thousands of outbox and message rows into tables that may have been (nearly)
+    empty when this connection cached its plans: psycopg prepares a statement after 5 executions,
+    PostgreSQL then keeps a generic plan, and the foreign-key checks keep theirs for the life of
+    the connection. Planned on an empty table, all of them are sequential scans (the existing-key
+    lookups, the per-mail idempotency SELECT, the outbox -> message FK check), so each mail scanned
+    every row queued before it and later runs on the same connection scanned the whole outbox per
+    key chunk (issue 5: 235 s first run, 8 s re-runs on 1M consultas). A custom plan sizes the
+    table as it is now. ``SET LOCAL`` ends with the caller's transaction.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+
+
+def _load_consultas(session: Session, consulta_ids: Sequence[int]) -> dict[int, Consulta]:
+    """The owed consultas by id, loaded in chunks (not one ``session.get`` per mail)."""
+    found: dict[int, Consulta] = {}
+    for start in range(0, len(consulta_ids), KEY_CHUNK):
+        chunk = consulta_ids[start : start + KEY_CHUNK]
+        found.update((c.id, c) for c in session.scalars(select(Consulta).where(Consulta.id.in_(chunk))))
+    return found
 
 
 def _routed_message_ids(session: Session, consulta_ids: Sequence[int]) -> dict[int, str]:
@@ -197,17 +239,28 @@ def _routed_message_ids(session: Session, consulta_ids: Sequence[int]) -> dict[i
     return found
 
 
+#: (To, Cc) of an órgano's Red, or None when nobody is reachable (see ``routed_recipients``).
+RedRecipients = tuple[list[str], list[str]] | None
+
+
 def _recipients(
-    session: Session, consulta: Consulta, *, config: ServiceConfig, kind: FollowupKind
+    session: Session,
+    consulta: Consulta,
+    *,
+    config: ServiceConfig,
+    kind: FollowupKind,
+    reds: dict[str | None, RedRecipients],
 ) -> tuple[list[str], list[str], bool]:
-    """(To, Cc, to_ogdau) for a follow-up mail of ``kind``."""
-    red = routed_recipients(session, consulta.organo_code)
+    """(To, Cc, to_ogdau) for a follow-up mail of ``kind``; ``reds`` caches the Red per órgano."""
+    if consulta.organo_code not in reds:
+        reds[consulta.organo_code] = routed_recipients(session, consulta.organo_code)
+    red = reds[consulta.organo_code]
     if red is None:
         return [config.ogdau_email], [], True
     to, cc = red
     if kind == FollowupKind.ESCALAMIENTO:
         return [*to, *cc], [config.ogdau_email], False
-    return to, cc, False
+    return list(to), list(cc), False  # copies: the cached lists are shared by every mail
 
 
 def followup_context(
@@ -235,9 +288,11 @@ def _queue(
     config: ServiceConfig,
     now: datetime,
     thread: str | None,
+    reds: dict[str | None, RedRecipients],
+    organos: dict[str, Organo],
 ) -> None:
-    to, cc, para_ogdau = _recipients(session, consulta, config=config, kind=mail.kind)
-    organo = session.get(Organo, consulta.organo_code) if consulta.organo_code else None
+    to, cc, para_ogdau = _recipients(session, consulta, config=config, kind=mail.kind, reds=reds)
+    organo = organos.get(consulta.organo_code) if consulta.organo_code else None
     template = REMINDER_TEMPLATE if mail.kind == FollowupKind.RECORDATORIO else ESCALATION_TEMPLATE
     # Replies to a reminder carry the signed reply address, so an answer sent from it is matched
     # to its consulta exactly like a reply to the routed mail.
