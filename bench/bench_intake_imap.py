@@ -3,14 +3,26 @@
 Usage::
 
     .venv/bin/python bench/bench_intake_imap.py --n 5000 --runs 3
+    .venv/bin/python bench/bench_intake_imap.py --n 5000 --workers process --worker-processes 2
+    .venv/bin/python bench/bench_intake_imap.py --n 5000 --workers inprocess --sink thread  # one process
 
 Each run starts a throwaway Dovecot (tests/servers/dovecot.py), delivers the corpus of
 /work/shared/bench/gen_corpus.py into consultas@mef.gob.pe's INBOX over LMTP (not timed), creates a
-throwaway PostgreSQL database, then times the IMAP poller (``intake.imap_poller.poll_once``: batched
-UID FETCH, one transaction per batch, UID MOVE per batch) with the in-process workers sending the
-confirmations to an aiosmtpd sink, until the sink has the last confirmation. It prints mails/s end
-to end, peak RSS and the checks (N consultas, N confirmations, fields equal to the manifest, 0
-duplicates, INBOX empty). Helpers are shared with bench/bench_intake.py (Maildir mode).
+throwaway PostgreSQL database, starts the topology's sink and workers, then times the IMAP poller
+(``intake.imap_poller.poll_once``: batched UID FETCH, one transaction per batch, UID MOVE per batch,
+``hint_send_batches`` as ``on_committed``) in this process until the sink has the last confirmation.
+
+Measured: mails/s end to end (``intake_only_mails_per_s`` in the checks stops when the poll ends),
+peak RSS per process and the checks (N consultas, N confirmations, fields equal to the manifest, 0
+duplicates, INBOX empty).
+
+Topologies, as in bench/bench_intake.py (whose helpers this file reuses) and printed in the summary
+line: ``--workers process`` (default: ``consultas worker --processes K --threads T`` subprocesses on
+the Redis broker ``--redis-url``, database 7 by default, flushed each run; the poller hints the sends
+through it) or ``--workers inprocess`` (the memory broker in this process); ``--sink process``
+(default: the aiosmtpd sink in its own process) or ``--sink thread``. Peak RSS: this (poller)
+process from ``getrusage``, the worker processes, the Dramatiq supervisor and the sink process from
+``VmHWM`` (the largest value over the runs).
 """
 
 from __future__ import annotations
@@ -21,27 +33,26 @@ import json
 import os
 import smtplib
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-from aiosmtpd.controller import Controller
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.bench_intake import (  # noqa: E402 (the repo root must be importable first)
-    DEADLINE_S,
-    GEN_CORPUS,
     RunResult,
-    _free_port,
-    _Sink,
+    Topology,
     _throwaway_database,
+    add_topology_arguments,
+    all_ok,
     check_against_manifest,
-    peak_rss_text,
+    generate_corpus,
+    running_service,
+    topology_from_args,
+    wait_for_confirmations,
 )
+from bench.intake_topology import PeakRss, exit_on_sigterm, monotonic_s  # noqa: E402
 from tests.servers.dovecot import DovecotServer  # noqa: E402
 
 MAILBOX = "consultas@mef.gob.pe"
@@ -56,70 +67,50 @@ def deliver_corpus(dovecot: DovecotServer, corpus: Path) -> int:
     return len(names)
 
 
-def run_imap(n: int, corpus: Path, *, keep: bool, batch_size: int, threads: int) -> RunResult:
-    """One IMAP run: fresh Dovecot, database and sink."""
+def run_imap(
+    n: int, corpus: Path, *, keep: bool, batch_size: int, topology: Topology, peak: PeakRss
+) -> RunResult:
+    """One IMAP run: fresh Dovecot, database, sink and workers."""
     from consultas.clock import SystemClock
-    from consultas.context import ServiceConfig
-    from consultas.settings import load_settings
     from intake.imap_poller import poll_once
-    from workers.mail import hint_send_batches
-    from workers.runtime import close_runtime, get_runtime, start_inprocess_workers
 
     url, drop = _throwaway_database()
-    sink = _Sink()
-    sink.expected = n
-    port = _free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    with DovecotServer() as dovecot, tempfile.TemporaryDirectory() as var:
-        deliver_corpus(dovecot, corpus)
-        settings = load_settings(
-            var_dir=Path(var),
-            database_url=url,
-            secret_key="bench-secret",
-            smtp_host="127.0.0.1",
-            smtp_port=port,
-            smtp_starttls=False,
-            imap_host=dovecot.host,
-            imap_port=dovecot.imap_port,
-            imap_user=MAILBOX,
-            imap_password="secret",
-            imap_ssl=False,
-            auto_reply_cap_per_day=10_000_000,  # the corpus reuses senders; the cap is tested elsewhere
-            log_level="WARNING",
-        )
-        config = ServiceConfig.from_settings(settings)
-        workers = start_inprocess_workers(settings, threads=threads)
-        sessions = get_runtime().sessions
-        started = time.perf_counter()
-        try:
-            counts = asyncio.run(
-                poll_once(
-                    settings,
-                    sessions,
-                    config,
-                    SystemClock(),
-                    batch_size=batch_size,
-                    on_committed=hint_send_batches,
+    try:
+        with DovecotServer() as dovecot, tempfile.TemporaryDirectory() as var:
+            deliver_corpus(dovecot, corpus)
+            overrides = {
+                "var_dir": Path(var),
+                "database_url": url,
+                "imap_host": dovecot.host,
+                "imap_port": dovecot.imap_port,
+                "imap_user": MAILBOX,
+                "imap_password": "secret",
+                "imap_ssl": False,
+            }
+            with running_service(topology, expected=n, overrides=overrides, peak=peak) as service:
+                started = monotonic_s()
+                counts = asyncio.run(
+                    poll_once(
+                        service.settings,
+                        service.sessions,
+                        service.config,
+                        SystemClock(),
+                        batch_size=batch_size,
+                        on_committed=service.on_committed,
+                    )
                 )
-            )
-            polled_at = time.perf_counter()
-            if not sink.done.wait(DEADLINE_S):
-                print(f"deadline: only {sink.confirmations} confirmations", file=sys.stderr)
-            elapsed = (sink.last_at or time.perf_counter()) - started
-        finally:
-            workers.stop()
-            close_runtime()
-            controller.stop()
-        checks = check_against_manifest(url, corpus, n, sink)
-        checks["inbox_left"] = dovecot.message_count(MAILBOX, "INBOX")
-        checks["processed_folder"] = dovecot.message_count(MAILBOX, "Procesados")
-        checks["poll_counts"] = dict(counts.counts)
-        checks["intake_only_mails_per_s"] = round(n / (polled_at - started))
-    if keep:
-        print(f"kept database {url}", file=sys.stderr)
-    else:
-        drop()
+                polled_at = monotonic_s()
+                elapsed = wait_for_confirmations(service, started)
+            checks = check_against_manifest(url, corpus, n, service.sink)
+            checks["inbox_left"] = dovecot.message_count(MAILBOX, "INBOX")
+            checks["processed_folder"] = dovecot.message_count(MAILBOX, "Procesados")
+            checks["poll_counts"] = dict(counts.counts)
+            checks["intake_only_mails_per_s"] = round(n / (polled_at - started))
+    finally:
+        if keep:
+            print(f"kept database {url}", file=sys.stderr)
+        else:
+            drop()
     return RunResult(mails_per_s=n / elapsed, seconds=elapsed, checks=checks)
 
 
@@ -132,19 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the databases and print their URLs")
     parser.add_argument("--batch-size", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=4, help="worker threads sending the outbox")
+    add_topology_arguments(parser)
     args = parser.parse_args(argv)
+    exit_on_sigterm()
+    topology = topology_from_args(args)
+    peak = PeakRss()
     results: list[RunResult] = []
     with tempfile.TemporaryDirectory() as corpus_dir:
         corpus = Path(corpus_dir)
-        subprocess.run(
-            [sys.executable, str(GEN_CORPUS), "--n", str(args.n), "--out", str(corpus)],
-            check=True,
-            capture_output=True,
-        )
+        generate_corpus(args.n, corpus)
         for index in range(args.runs):
             result = run_imap(
-                args.n, corpus, keep=args.keep, batch_size=args.batch_size, threads=args.threads
+                args.n, corpus, keep=args.keep, batch_size=args.batch_size, topology=topology, peak=peak
             )
             print(
                 f"run {index + 1}: {result.mails_per_s:.0f} mails/s ({result.seconds:.1f} s) "
@@ -153,17 +143,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             results.append(result)
     median = statistics.median(r.mails_per_s for r in results)
-    ok = all(
-        r.checks["consultas_ok"]
-        and r.checks["confirmations_ok"]
-        and r.checks["fields_ok"]
-        and not r.checks["duplicates"]
-        and r.checks["inbox_left"] == 0
-        for r in results
-    )
+    ok = all_ok(results) and all(r.checks["inbox_left"] == 0 for r in results)
     print(
-        f"mode=imap n={args.n} runs={args.runs}: median {median:.0f} mails/s end to end; "
-        f"{peak_rss_text()}; checks {'OK' if ok else 'FAILED'}"
+        f"mode=imap n={args.n} runs={args.runs} {topology.label()}: median {median:.0f} mails/s "
+        f"end to end; {peak.text(workers=topology.workers, sink=topology.sink)}; "
+        f"checks {'OK' if ok else 'FAILED'}"
     )
     return 0 if ok else 1
 

@@ -20,14 +20,20 @@ def record(
     actor: str | None = None,
     **detail: Any,
 ) -> Event:
-    """Append an event; ``detail`` must be JSON-serialisable (no ORM objects, aware datetimes as ISO)."""
-    event = Event(
-        consulta_id=consulta.id if consulta is not None else None,
-        message_pk=message.id if message is not None else None,
-        kind=kind,
-        actor=actor,
-        detail=detail,
-        at=now,
-    )
+    """Append an event; ``detail`` must be JSON-serialisable (no ORM objects, aware datetimes as ISO).
+
+    A consulta or message not written yet is linked by relationship: no flush is needed here.
+    """
+    event = Event(kind=kind, actor=actor, detail=detail, at=now)
+    if consulta is not None:
+        if consulta.id is not None:
+            event.consulta_id = consulta.id
+        else:
+            event.consulta = consulta
+    if message is not None:
+        if message.id is not None:
+            event.message_pk = message.id
+        else:
+            event.message = message
     session.add(event)
     return event

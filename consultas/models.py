@@ -313,6 +313,7 @@ class Event(Base):
     at: Mapped[datetime]
 
     consulta: Mapped[Consulta | None] = relationship(back_populates="events")
+    message: Mapped[Message | None] = relationship()
 
     __table_args__ = (
         Index("ix_event_consulta_id_at", "consulta_id", "at"),
@@ -346,6 +347,7 @@ class Outbox(Base):
     created_at: Mapped[datetime]
 
     message: Mapped[Message] = relationship()
+    consulta: Mapped[Consulta | None] = relationship()
 
     __table_args__ = (
         Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),

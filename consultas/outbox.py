@@ -7,7 +7,8 @@ conditional UPDATE (so two workers never send the same row), send, and mark them
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,23 +16,27 @@ from typing import Any
 from sqlalchemy import func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
+from consultas import events
+from consultas.ids import ensure_id
 from consultas.mailer import Envelope, OutgoingAttachment, build_message, deterministic_message_id, render
 from consultas.models import (
     Channel,
     Consulta,
     Direction,
-    Event,
     Message,
     MessageKind,
     Outbox,
     OutboxStatus,
 )
+from consultas.txcache import transaction_cache
 
 #: A row claimed longer ago than this is considered abandoned by a dead worker and may be re-claimed.
 CLAIM_TIMEOUT = timedelta(minutes=5)
 #: Backoff between attempts: 30 s, 1 min, 2 min ... capped at 1 h.
 FIRST_BACKOFF = timedelta(seconds=30)
 MAX_BACKOFF = timedelta(hours=1)
+#: ``consultas.txcache`` name: primary recipient -> automatic mails queued to it in the last 24 h.
+_RECENT_AUTOMATIC_CACHE = "outbox.recent_automatic"
 
 
 @dataclass(frozen=True)
@@ -64,51 +69,65 @@ def enqueue_mail(
     consulta: Consulta | None = None,
     automatic: bool = True,
     auto_reply_cap: int | None = None,
+    new_key: bool = False,
 ) -> Outbox | None:
     """Render ``template`` and add the mail and its delivery row to ``session``.
 
-    Idempotent: a second call with the same key returns the first row. When ``automatic`` and
-    ``auto_reply_cap`` is set, at most that many automatic mails go to the same first recipient in
-    24 hours; past it, nothing is queued (an event says so) and None is returned.
+    Idempotent: a second call with the same key returns the first row. ``new_key=True`` says the
+    key names a row created in this transaction (a new consulta's id), so it cannot exist yet and
+    is not looked up. When ``automatic`` and ``auto_reply_cap`` is set, at most that many automatic
+    mails go to the same first recipient in 24 hours; past it, nothing is queued (an event says so)
+    and None is returned.
     """
     primary = envelope.to[0].lower() if envelope.to else None
     capped = automatic and auto_reply_cap is not None and primary is not None
-    # One round trip for both checks: the key's row, and the recipient's automatic mails in 24 h.
-    existing_id, recent = session.execute(
-        select(
-            select(Outbox.id).where(Outbox.idempotency_key == idempotency_key).scalar_subquery(),
-            select(func.count(Outbox.id))
-            .where(
-                Outbox.primary_recipient == primary,
-                Outbox.automatic.is_(True),
-                Outbox.created_at >= now - timedelta(hours=24),
+    # Automatic mails per recipient in the last 24 h, read once per transaction and counted on.
+    recent_by_recipient = transaction_cache(session, _RECENT_AUTOMATIC_CACHE) if capped else {}
+    look_up_key = not new_key
+    count_recent = capped and primary not in recent_by_recipient
+    if look_up_key or count_recent:
+        # One round trip for both checks: the key's row, and the recipient's automatic mails.
+        existing_id, recent = session.execute(
+            select(
+                select(Outbox.id).where(Outbox.idempotency_key == idempotency_key).scalar_subquery()
+                if look_up_key
+                else literal(None),
+                select(func.count(Outbox.id))
+                .where(
+                    Outbox.primary_recipient == primary,
+                    Outbox.automatic.is_(True),
+                    Outbox.created_at >= now - timedelta(hours=24),
+                )
+                .scalar_subquery()
+                if count_recent
+                else literal(0),
             )
-            .scalar_subquery()
-            if capped
-            else literal(0),
-        )
-    ).one()
-    if existing_id is not None:
-        return session.get(Outbox, existing_id)
+        ).one()
+        if existing_id is not None:
+            return session.get(Outbox, existing_id)
+        if count_recent:
+            recent_by_recipient[primary] = recent or 0
     if capped:
         assert auto_reply_cap is not None
-        if (recent or 0) >= auto_reply_cap:
-            session.add(
-                Event(
-                    consulta_id=consulta.id if consulta else None,
-                    kind="auto_reply_capped",
-                    detail={"template": template, "cap": auto_reply_cap},
-                    at=now,
-                )
+        if recent_by_recipient[primary] >= auto_reply_cap:
+            events.record(
+                session,
+                "auto_reply_capped",
+                now=now,
+                consulta=consulta,
+                template=template,
+                cap=auto_reply_cap,
             )
             return None
+        recent_by_recipient[primary] += 1
     rendered = render(template, context)
     message_id = deterministic_message_id(idempotency_key, identity.message_id_domain)
     mime = build_message(
         rendered, envelope, sender=identity.address, sender_name=identity.name, message_id=message_id, now=now
     )
+    raw = mime.as_bytes()
     message = Message(
-        consulta_id=consulta.id if consulta else None,
+        consulta=consulta,
         direction=Direction.OUTBOUND,
         channel=Channel.EMAIL,
         kind=MessageKind.OUTGOING,
@@ -120,13 +139,18 @@ def enqueue_mail(
         recipients=[*envelope.to, *envelope.cc],
         subject=rendered.subject,
         body_text=rendered.text,
-        raw=mime.as_bytes(),
+        raw=raw,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        # Set like an inbound row's (id included): a flush writes rows with the same columns
+        # together, so a batch's mails in and out go in a few multi-row INSERTs.
+        imap_uid=None,
+        imap_uidvalidity=None,
         received_at=now,
     )
     row = Outbox(
         idempotency_key=idempotency_key,
-        consulta_id=consulta.id if consulta else None,
-        message=message,  # one flush writes both rows
+        consulta=consulta,
+        message=message,  # one flush writes both rows (and the consulta's, when it is new)
         channel=Channel.EMAIL,
         template=template,
         envelope_to=[*envelope.to, *envelope.cc],
@@ -138,8 +162,36 @@ def enqueue_mail(
         created_at=now,
     )
     session.add(row)
-    session.flush()
+    ensure_id(session, message)
+    ensure_id(session, row)  # callers hint the worker with it; no flush needed on PostgreSQL
     return row
+
+
+def preload_recent_automatic(session: Session, recipients: Iterable[str], *, now: datetime) -> None:
+    """Count, in one query, the automatic mails of the last 24 h to each of ``recipients``.
+
+    For a batch source: ``enqueue_mail`` then applies the per-recipient cap to these recipients
+    without a query (and a flush) per mail. Recipients already counted in this transaction keep
+    their running count.
+    """
+    recent_by_recipient = transaction_cache(session, _RECENT_AUTOMATIC_CACHE)
+    wanted = sorted({r.lower() for r in recipients if r} - recent_by_recipient.keys())
+    if not wanted:
+        return
+    counts: dict[str | None, int] = {
+        recipient: count
+        for recipient, count in session.execute(
+            select(Outbox.primary_recipient, func.count(Outbox.id))
+            .where(
+                Outbox.primary_recipient.in_(wanted),
+                Outbox.automatic.is_(True),
+                Outbox.created_at >= now - timedelta(hours=24),
+            )
+            .group_by(Outbox.primary_recipient)
+        )
+    }
+    for recipient in wanted:
+        recent_by_recipient[recipient] = counts.get(recipient, 0)
 
 
 def enqueue_telegram(

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from consultas import events
 from consultas.context import ServiceConfig
+from consultas.ids import ensure_id, is_new
 from consultas.mailer import Envelope
 from consultas.models import Channel, Consulta, ConsultaStatus, Direction, Message, MessageKind
 from consultas.numbering import find_numbers, next_number
@@ -99,7 +100,7 @@ def handle_citizen_mail(
             mail.text, sender=mail.sender, sender_name=mail.sender_name, subject=mail.subject
         )
         _apply_requisitos(consulta, extraction)
-        session.flush()
+        # Not flushed: on PostgreSQL a batch of new consultas is written at the batch's end.
         events.record(session, "received", now=now, consulta=consulta, message=message, channel="email")
         kind = _admit_or_ask(session, consulta, extraction, mail, message, config=config, now=now)
     else:
@@ -109,8 +110,8 @@ def handle_citizen_mail(
     return InboundOutcome(
         OutcomeKind(kind),
         mail.message_id,
-        message_pk=message.id,
-        consulta_id=consulta.id,
+        message_pk=ensure_id(session, message),
+        consulta_id=ensure_id(session, consulta),
         consulta_number=consulta.number,
     )
 
@@ -311,17 +312,19 @@ def admit(
     to = consulta.reply_address or consulta.email
     if to:
         cc = [consulta.email] if consulta.email and consulta.email != to else []
+        fresh = is_new(consulta)  # a consulta created in this transaction has no confirmation yet
         enqueue_mail(
             session,
             template=RECIBIDA_TEMPLATE,
             context={"consulta": recibida_context(consulta, config)},
             envelope=Envelope(to=[to], cc=cc, in_reply_to=in_reply_to, references=tuple(references)),
             identity=config.identity,
-            idempotency_key=f"recibida:{consulta.id}",
+            idempotency_key=f"recibida:{ensure_id(session, consulta)}",
             now=now,
             consulta=consulta,
             automatic=True,
             auto_reply_cap=config.auto_reply_cap,
+            new_key=fresh,
         )
     logger.info("consulta %s admitted", consulta.number)
     assign_new_consulta(session, consulta, config=config, now=now, text=consulta.question or "", tema=tema)
@@ -384,7 +387,8 @@ def ask_subsanacion(
     """Queue the mail naming exactly the missing and invalid requisitos (5.3); idempotent per message."""
     consulta.status = ConsultaStatus.SUBSANACION
     consulta.updated_at = now
-    session.flush()
+    fresh = is_new(consulta)  # a consulta created in this transaction has no subsanación mail yet
+    consulta_id, message_pk = ensure_id(session, consulta), ensure_id(session, message)
     events.record(
         session,
         "subsanacion_requested",
@@ -405,11 +409,12 @@ def ask_subsanacion(
             to=[to], in_reply_to=mail.message_id, references=(*mail.references, mail.message_id)
         ),
         identity=config.identity,
-        idempotency_key=f"subsanacion:{consulta.id}:{message.id}",
+        idempotency_key=f"subsanacion:{consulta_id}:{message_pk}",
         now=now,
         consulta=consulta,
         automatic=True,
         auto_reply_cap=config.auto_reply_cap,
+        new_key=fresh,
     )
     logger.info("consulta ref %s: subsanación requested", consulta.id)
 

@@ -34,7 +34,7 @@ from consultas.errors import ConfigurationError, TransientError
 from consultas.models import MailboxState, Outbox, OutboxStatus
 from consultas.settings import Settings
 from intake.imap_client import ImapConnection, connect
-from intake.pipeline import InboundOutcome, process_inbound_mail, quarantine_mail
+from intake.pipeline import InboundOutcome, process_inbound_batch, process_inbound_mail, quarantine_mail
 from workers.lease import NamedLease, mailbox_lease_name
 
 logger = logging.getLogger(__name__)
@@ -341,20 +341,15 @@ def _commit_batch(
         try:
             with context.sessions.begin() as session:
                 outbox_after = _outbox_high_water(session, context)
-                kinds = [
-                    _kind(
-                        process_inbound_mail(
-                            session,
-                            raw,
-                            mailbox=mailbox,
-                            config=context.config,
-                            now=now,
-                            imap_uid=uid,
-                            uidvalidity=uidvalidity,
-                        )
-                    )
-                    for uid, raw in batch
-                ]
+                outcomes = process_inbound_batch(
+                    session,
+                    [(raw, uid) for uid, raw in batch],
+                    mailbox=mailbox,
+                    config=context.config,
+                    now=lambda: now,
+                    uidvalidity=uidvalidity,
+                )
+                kinds = [_kind(outcome) for outcome in outcomes]
                 new_outbox = _record_progress(
                     session, context, [uid for uid, _ in batch], now, outbox_after=outbox_after
                 )

@@ -24,9 +24,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from consultas.clock import Clock
 from consultas.context import ServiceConfig
 from consultas.models import Outbox, OutboxStatus
-from intake.mime import ParsedMail, parse_mail
 from intake.outcome import OutcomeKind
-from intake.pipeline import process_inbound_mail, quarantine_mail, stored_message_ids
+from intake.pipeline import process_inbound_batch, process_inbound_mail, quarantine_mail
 
 logger = logging.getLogger(__name__)
 
@@ -225,27 +224,16 @@ def _process_batch_at_once(
     try:
         with sessions.begin() as session:
             first_outbox = (session.scalar(select(func.max(Outbox.id))) or 0) if on_committed else 0
-            batch: list[tuple[str, bytes, ParsedMail]] = []
+            batch: list[tuple[str, bytes]] = []
             for name in names:
                 try:
-                    raw = (maildir.new / name).read_bytes()
+                    batch.append((name, (maildir.new / name).read_bytes()))
                 except FileNotFoundError:
                     continue  # taken by another poller
-                batch.append((name, raw, parse_mail(raw, max_attachment_bytes=config.max_attachment_bytes)))
-            # One look-up for the batch's Message-IDs; a repeat within the batch is checked per mail.
-            stored = stored_message_ids(session, mailbox, [mail.message_id for _, _, mail in batch])
-            seen: set[str] = set()
-            for name, raw, mail in batch:
-                outcome = process_inbound_mail(
-                    session,
-                    raw,
-                    mailbox=mailbox,
-                    config=config,
-                    now=clock.now(),
-                    parsed=mail,
-                    known_new=mail.message_id not in stored and mail.message_id not in seen,
-                )
-                seen.add(mail.message_id)
+            outcomes = process_inbound_batch(
+                session, [(raw, None) for _, raw in batch], mailbox=mailbox, config=config, now=clock.now
+            )
+            for (name, _), outcome in zip(batch, outcomes, strict=True):
                 done.append(name)
                 if outcome.kind is OutcomeKind.DUPLICATE:
                     counts.duplicates += 1

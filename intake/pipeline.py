@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 
 from sqlalchemy import select
@@ -26,6 +26,8 @@ from consultas.models import (
     Message,
     MessageKind,
 )
+from consultas.numbering import number_block
+from consultas.outbox import preload_recent_automatic
 from intake import admission
 from intake.loops import LoopVerdict, MailKind, classify_automatic
 from intake.mime import ParsedMail, normalize_message_id, parse_mail
@@ -36,6 +38,7 @@ from routing.replies import handle_reply
 __all__ = [
     "InboundOutcome",
     "OutcomeKind",
+    "process_inbound_batch",
     "process_inbound_mail",
     "quarantine_mail",
     "store_message",
@@ -109,6 +112,47 @@ def process_inbound_mail(
             OutcomeKind.RED_REPLY, mail.message_id, message_pk=message.id, consulta_id=message.consulta_id
         )
     return admission.handle_citizen_mail(session, mail, message, config=config, now=now)
+
+
+def process_inbound_batch(
+    session: Session,
+    raws: Sequence[tuple[bytes, int | None]],
+    *,
+    mailbox: str,
+    config: ServiceConfig,
+    now: Callable[[], datetime],
+    uidvalidity: int | None = None,
+) -> list[InboundOutcome]:
+    """``process_inbound_mail`` for each ``(raw, imap_uid)`` of a batch, in the caller's transaction.
+
+    What every mail would look up is looked up once for the batch (which Message-IDs are stored,
+    the senders' automatic mails of the last 24 h) and consulta numbers are reserved for the
+    batch at once, so on PostgreSQL the batch's rows are written by a few multi-row INSERTs.
+    Any exception leaves the transaction to be rolled back; the caller then redoes the mails one
+    by one so that only the bad one is quarantined.
+    """
+    parsed = [parse_mail(raw, max_attachment_bytes=config.max_attachment_bytes) for raw, _ in raws]
+    stored = stored_message_ids(session, mailbox, [mail.message_id for mail in parsed])
+    preload_recent_automatic(session, [mail.sender for mail in parsed], now=now())
+    seen: set[str] = set()
+    outcomes = []
+    with number_block(session, len(raws)):
+        for (raw, uid), mail in zip(raws, parsed, strict=True):
+            outcomes.append(
+                process_inbound_mail(
+                    session,
+                    raw,
+                    mailbox=mailbox,
+                    config=config,
+                    now=now(),
+                    imap_uid=uid,
+                    uidvalidity=uidvalidity,
+                    parsed=mail,
+                    known_new=mail.message_id not in stored and mail.message_id not in seen,
+                )
+            )
+            seen.add(mail.message_id)
+    return outcomes
 
 
 def stored_message_ids(session: Session, mailbox: str, message_ids: Collection[str]) -> set[str]:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from consultas import events
 from consultas.context import ServiceConfig
+from consultas.ids import ensure_id
 from consultas.mailer import Envelope, OutgoingAttachment
 from consultas.models import (
     Attachment,
@@ -158,10 +159,11 @@ def enqueue_routed_mail(
             attachments=attachments,
         ),
         identity=config.identity,
-        idempotency_key=f"derivacion:{consulta.id}:{target}:{previous or 0}",
+        idempotency_key=f"derivacion:{ensure_id(session, consulta)}:{target}:{previous or 0}",
         now=now,
         consulta=consulta,
         automatic=False,
+        new_key=routed_before == 0,  # any row with this key would be a routed mail, counted in it
     )
     events.record(
         session,
@@ -227,17 +229,14 @@ def _first_inbound_in_session(consulta: Consulta) -> Message | None:
     """The first inbound message from the consulta's already loaded ``messages``, else None.
 
     A consulta created in this session (a citizen's new mail) has its collection loaded with its
-    message. Messages are only ever linked to a consulta as they arrive, so the lowest stored
-    inbound id in a loaded collection is the consulta's first inbound message.
+    message, written or not. A collection is loaded in id order (after an autoflush) and messages
+    only join it as they arrive, so its first inbound message is the consulta's first.
     """
     loaded = inspect(consulta).dict.get("messages")
     if not loaded:
         return None
-    inbound = [m for m in loaded if m.direction == Direction.INBOUND and m.id is not None]
-    if not inbound:
-        return None
-    first = min(inbound, key=lambda m: m.id)
-    return first if "attachments" in inspect(first).dict else None
+    first = next((m for m in loaded if m.direction == Direction.INBOUND), None)
+    return first if first is not None and "attachments" in inspect(first).dict else None
 
 
 def outgoing_attachments(rows: Sequence[Attachment] | Any) -> list[OutgoingAttachment]:

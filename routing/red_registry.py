@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import event, select
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from consultas.errors import RegistryError
 from consultas.models import Organo, RedMember, RedRole, RegistryImport
+from consultas.txcache import forget, transaction_cache
 from routing.classify import OrganoTopics
 from routing.red_registry_file import RedContact, RedRegistry, parse_registry
 
@@ -164,14 +165,25 @@ def ensure_registry_loaded(session: Session, path: str | Path, now: datetime) ->
 
 
 def current_members(session: Session, organo_code: str) -> tuple[RedMember | None, RedMember | None]:
-    """The open (titular, alterno) rows of an active organo; None where there is none."""
-    organo = session.get(Organo, organo_code)
-    if organo is None or not organo.active:
-        return None, None
-    members = _open_members(session, organo_code)
-    titular = next((m for m in members if m.role == RedRole.TITULAR), None)
-    alterno = next((m for m in members if m.role == RedRole.ALTERNO), None)
-    return titular, alterno
+    """The open (titular, alterno) rows of an active organo; None where there is none.
+
+    Read once per organo and transaction: only ``apply_registry`` opens or closes rows, and it
+    forgets the cache; a flag changed on a row (absent, bounced) is seen on the row itself.
+    """
+    cache = transaction_cache(session, _MEMBERS_CACHE)
+    pair: tuple[RedMember | None, RedMember | None] | None = cache.get(organo_code)
+    if pair is None:
+        organo = session.get(Organo, organo_code)
+        if organo is None or not organo.active:
+            pair = (None, None)
+        else:
+            members = _open_members(session, organo_code)
+            pair = (
+                next((m for m in members if m.role == RedRole.TITULAR), None),
+                next((m for m in members if m.role == RedRole.ALTERNO), None),
+            )
+        cache[organo_code] = pair
+    return pair
 
 
 def is_red_member(session: Session, email: str, organo_code: str) -> bool:
@@ -198,28 +210,23 @@ _topics_cache: dict[tuple[str, int, str], tuple[OrganoTopics, ...]] = {}
 _topics_lock = threading.Lock()
 
 
-#: ``session.info`` keys of registry lookups already made in the session's current transaction.
-_TOPICS_INFO_KEY = "routing.red_registry.organo_topics"
-_ACTIVE_INFO_KEY = "routing.red_registry.active_organo_names"
+#: Names of the per-transaction caches (``consultas.txcache``) of registry look-ups.
+_TOPICS_CACHE = "red_registry.organo_topics"
+_ACTIVE_CACHE = "red_registry.active_organo_names"
+_MEMBERS_CACHE = "red_registry.current_members"
 
 
 def _forget_registry_lookups(session: Session) -> None:
-    session.info.pop(_TOPICS_INFO_KEY, None)
-    session.info.pop(_ACTIVE_INFO_KEY, None)
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _forget_at_transaction_end(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is None:  # the outermost transaction ended: the next one looks again
-        _forget_registry_lookups(session)
+    for name in (_TOPICS_CACHE, _ACTIVE_CACHE, _MEMBERS_CACHE):
+        forget(session, name)
 
 
 def active_organo_names(session: Session) -> list[dict[str, str]]:
     """``{"code", "name"}`` of the active organos by code, read once per transaction (mail contexts)."""
-    names = session.info.get(_ACTIVE_INFO_KEY)
+    cache = transaction_cache(session, _ACTIVE_CACHE)
+    names = cache.get("names")
     if names is None:
-        names = [{"code": o.code, "name": o.name} for o in active_organos(session)]
-        session.info[_ACTIVE_INFO_KEY] = names
+        names = cache["names"] = [{"code": o.code, "name": o.name} for o in active_organos(session)]
     return [dict(item) for item in names]
 
 
@@ -231,11 +238,10 @@ def organo_topics(session: Session) -> tuple[OrganoTopics, ...]:
     transaction instead of loading every organo per mail (a batch of mails in one transaction
     sees the registry as it was at its first mail; the classifier caches its index per list).
     """
-    in_transaction = session.info.get(_TOPICS_INFO_KEY)
-    if in_transaction is not None:
-        return in_transaction  # type: ignore[no-any-return]
-    topics = _organo_topics(session)
-    session.info[_TOPICS_INFO_KEY] = topics
+    cache = transaction_cache(session, _TOPICS_CACHE)
+    topics: tuple[OrganoTopics, ...] | None = cache.get("topics")
+    if topics is None:
+        topics = cache["topics"] = _organo_topics(session)
     return topics
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.db import make_engine, make_sessionmaker
-from consultas.numbering import find_numbers, format_number, next_number
+from consultas.numbering import find_numbers, format_number, next_number, number_block
 
 
 def test_numbers_are_prefix_year_and_six_digits() -> None:
@@ -74,3 +74,21 @@ def test_eight_concurrent_writers_get_eight_distinct_numbers(db_url: str) -> Non
 )
 def test_numbers_are_found_in_subjects_whatever_the_case(text: str, found: list[str]) -> None:
     assert find_numbers(text) == found
+
+
+def test_a_number_block_hands_out_in_order_and_gives_the_unused_back(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session, number_block(session, 50):
+        taken = [next_number(session, prefix="CONS", year=2025) for _ in range(3)]
+    with sessions.begin() as session:
+        taken.append(next_number(session, prefix="CONS", year=2025))  # no gap after the block
+    assert taken == [format_number("CONS", 2025, seq) for seq in (1, 2, 3, 4)]
+
+
+def test_a_block_that_fails_leaves_no_gap_once_its_transaction_rolls_back(
+    sessions: sessionmaker[Session],
+) -> None:
+    with pytest.raises(RuntimeError), sessions.begin() as session, number_block(session, 50):
+        next_number(session, prefix="CONS", year=2025)
+        raise RuntimeError("a mail of the batch failed")
+    with sessions.begin() as session:
+        assert next_number(session, prefix="CONS", year=2025) == "CONS-2025-000001"

@@ -189,6 +189,7 @@ def test_consultas_worker_processes_on_redis_send_each_hinted_mail_once(
         "CONSULTAS_SMTP_HOST": smtp_sink.host,
         "CONSULTAS_SMTP_PORT": str(smtp_sink.port),
         "CONSULTAS_SMTP_STARTTLS": "false",
+        "CONSULTAS_LOG_LEVEL": "WARNING",  # no line per mail sent, though Dramatiq's CLI logs at INFO
     }
     runtime = init_runtime(smtp_settings(db_url, smtp_sink, tmp_path, broker_url=redis_url))
     configure_broker(redis_url)
@@ -210,3 +211,5 @@ def test_consultas_worker_processes_on_redis_send_each_hinted_mail_once(
     expected = message_ids_of(runtime.sessions, ids)
     assert delivered_counts(smtp_sink) == Counter({message_id: 1 for message_id in expected}), output
     assert statuses(runtime.sessions, ids) == [OutboxStatus.SENT] * 12
+    assert "ready for action" in output  # Dramatiq's own lines keep their level
+    assert "[workers.mail] [INFO]" not in output, output

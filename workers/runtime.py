@@ -180,8 +180,19 @@ def start_inprocess_workers(
     return handle
 
 
+#: Top-level loggers of the service's own packages.
+OWN_LOGGERS = ("consultas", "intake", "routing", "workers", "bot")
+
+
 def boot_from_environment() -> None:
     """Entry of ``dramatiq workers.runtime:boot_from_environment`` (each worker process calls it)."""
+    import logging
+
     from consultas.settings import load_settings
 
-    boot_worker_process(load_settings())
+    settings = load_settings()
+    # The Dramatiq CLI configured logging at INFO; our own loggers follow CONSULTAS_LOG_LEVEL
+    # (Dramatiq's lifecycle lines keep its level).
+    for package in OWN_LOGGERS:
+        logging.getLogger(package).setLevel(settings.log_level)
+    boot_worker_process(settings)

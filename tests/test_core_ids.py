@@ -1,0 +1,70 @@
+"""Ids known before the INSERT (PostgreSQL sequence pool) and per-transaction look-up caches."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from consultas.ids import ensure_id, is_new
+from consultas.models import Channel, Consulta, ConsultaStatus
+from consultas.txcache import forget, transaction_cache
+
+NOW = datetime(2024, 11, 28, 15, 0, tzinfo=UTC)
+
+
+def _consulta() -> Consulta:
+    return Consulta(
+        channel=Channel.EMAIL,
+        status=ConsultaStatus.SUBSANACION,
+        received_at=NOW,
+        created_at=NOW,
+        updated_at=NOW,
+        missing=[],
+        invalid=[],
+    )
+
+
+def test_new_rows_get_distinct_ids_that_the_insert_keeps(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        rows = [_consulta() for _ in range(3)]
+        session.add_all(rows)
+        ids = [ensure_id(session, row) for row in rows]
+        assert ensure_id(session, rows[0]) == ids[0]  # asked again: the same id
+    with sessions.begin() as session:
+        other = _consulta()
+        session.add(other)
+        later = ensure_id(session, other)
+    assert len(set(ids)) == 3 and ids == sorted(ids) and later > max(ids)
+    with sessions() as session:
+        assert sorted(session.scalars(select(Consulta.id))) == [*ids, later]
+
+
+def test_on_postgresql_the_id_comes_without_writing_the_row(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        row = _consulta()
+        session.add(row)
+        ensure_id(session, row)
+        postgres = session.get_bind().dialect.name == "postgresql"
+        # PostgreSQL: from the sequence, the row still waits for the batch's flush; SQLite: flushed.
+        assert is_new(row) is postgres
+        with session.no_autoflush:
+            written = session.scalar(select(func.count(Consulta.id)))
+        assert written == (0 if postgres else 1)
+
+
+def test_a_transaction_cache_lasts_until_the_transaction_ends(sessions: sessionmaker[Session]) -> None:
+    session = sessions()
+    with session.begin():
+        transaction_cache(session, "t")["k"] = 1
+        assert transaction_cache(session, "t") == {"k": 1}
+        forget(session, "t")
+        assert transaction_cache(session, "t") == {}
+        transaction_cache(session, "t")["k"] = 2
+    with session.begin():
+        assert transaction_cache(session, "t") == {}  # committed: read again
+        transaction_cache(session, "t")["k"] = 3
+        session.rollback()
+    assert transaction_cache(session, "t") == {}
+    session.close()
