@@ -53,6 +53,7 @@ from bench.bench_intake import (  # noqa: E402 (the repo root must be importable
     wait_for_confirmations,
 )
 from bench.intake_topology import PeakRss, exit_on_sigterm, monotonic_s  # noqa: E402
+from intake.imap_poller import DEFAULT_BATCH_SIZE  # noqa: E402
 from tests.servers.dovecot import DovecotServer  # noqa: E402
 
 MAILBOX = "consultas@mef.gob.pe"
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the databases and print their URLs")
-    parser.add_argument("--batch-size", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="mails per transaction")
     add_topology_arguments(parser)
     args = parser.parse_args(argv)
     exit_on_sigterm()
