@@ -40,7 +40,9 @@ from workers.lease import NamedLease, mailbox_lease_name
 logger = logging.getLogger(__name__)
 
 #: Mails fetched and committed together: one UID FETCH, one transaction, one UID MOVE per batch.
-DEFAULT_BATCH_SIZE = 100
+#: The next batch is fetched while one is processed, so two are in memory: at 50 the poller peaked
+#: at 134 MB RSS and the same mails/s as at 100 (164 MB) in bench/bench_intake_imap.py.
+DEFAULT_BATCH_SIZE = 50
 #: The steps a crash test can kill the poller at (``crash_at`` is called with each, in order).
 CRASH_STEPS = ("after_fetch", "after_commit", "before_move", "after_move")
 #: Reconnect delays: doubled after each failure, from the first value up to the cap.

@@ -1,8 +1,8 @@
 """Acceptance of issue 4 through the intake pipeline: mails in as bytes, the outbox as recipients see it.
 
 Runs against ``intake.pipeline.process_inbound_mail`` (the architecture's one entry point for a raw
-mail); skipped until that module exists. The Dovecot + SMTP sink variant (``consultas serve``)
-belongs next to it once ``intake/serve.py`` lands.
+mail). The black-box variant through Dovecot, ``consultas serve`` and an SMTP sink is
+``tests/test_e2e_routing_imap.py``.
 """
 
 from __future__ import annotations

@@ -233,9 +233,11 @@ class _ThreadConnection:
                 client.close()
 
     def close(self) -> None:
+        drop = self._drop()
         try:
-            self.runner.run(self._drop())
+            self.runner.run(drop)
         except RuntimeError:  # the owning thread is using the loop right now; let it be collected
+            drop.close()  # never started: close it so it is not reported as never awaited
             return
         self.runner.close()
 
