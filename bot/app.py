@@ -82,6 +82,7 @@ def build_application(
     conversation_timeout_s: float | None = DEFAULT_CONVERSATION_TIMEOUT_S,
     flood: FloodGuard | None = None,
     monotonic: Callable[[], float] = time.monotonic,
+    on_committed: Callable[[list[int]], object] | None = None,
 ) -> BotApplication:
     """Build the bot (not started): the form, /estado, flood control and the error handler."""
     token = settings.telegram_token.get_secret_value()
@@ -106,7 +107,7 @@ def build_application(
         .get_updates_read_timeout(POLL_TIMEOUT_S + 10)
         .build()
     )
-    services = Services(sessions=sessions, config=config, clock=clock)
+    services = Services(sessions=sessions, config=config, clock=clock, on_committed=on_committed)
     form = Form(services)
     guard = flood or FloodGuard()
 
@@ -218,8 +219,12 @@ async def run_bot(
     *,
     sessions: sessionmaker[Session] | None = None,
     clock: Clock | None = None,
+    on_committed: Callable[[list[int]], object] | None = None,
 ) -> None:
-    """Run the bot until ``stop`` is set (``consultas serve`` and ``consultas bot``)."""
+    """Run the bot until ``stop`` is set (``consultas serve`` and ``consultas bot``).
+
+    ``on_committed`` gets the outbox rows each admission queued (``workers.mail`` send hints).
+    """
     from consultas.db import make_engine, make_sessionmaker
 
     engine = None
@@ -229,7 +234,11 @@ async def run_bot(
     try:
         config = await asyncio.to_thread(ServiceConfig.from_settings, settings)
         application = build_application(
-            settings, sessions=sessions, config=config, clock=clock or SystemClock()
+            settings,
+            sessions=sessions,
+            config=config,
+            clock=clock or SystemClock(),
+            on_committed=on_committed,
         )
         async with running(application, settings):
             await stop.wait()

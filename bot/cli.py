@@ -41,4 +41,6 @@ async def _main(settings: Any) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows / not main thread
             loop.add_signal_handler(signum, stop.set)
-    await run_bot(settings, stop)
+    from workers.mail import hint_for_separate_workers
+
+    await run_bot(settings, stop, on_committed=hint_for_separate_workers(settings.broker_url))

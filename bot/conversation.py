@@ -15,6 +15,7 @@ import html
 import logging
 import uuid
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -87,6 +88,9 @@ class Services:
     sessions: sessionmaker[Session]
     config: ServiceConfig
     clock: Clock
+    #: Told the outbox rows an admission committed (the confirmation, the routed mail), so the
+    #: workers send them at once; None leaves them to the outbox sweep.
+    on_committed: Callable[[list[int]], object] | None = None
 
 
 def _buttons(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:
@@ -312,6 +316,8 @@ class Form:
             now=self.services.clock.now(),
         )
         logger.info("telegram chat %s: consulta %s admitted", chat.id, admitted.number)
+        if self.services.on_committed is not None and admitted.outbox_ids:
+            await asyncio.to_thread(self.services.on_committed, list(admitted.outbox_ids))
         chat_data["ultima"] = admitted.number
         chat_data.pop("draft", None)
         chat_data.pop("flow_id", None)

@@ -7,6 +7,7 @@ Admission itself is ``intake.admission.admit_structured``, the same door as mail
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -16,7 +17,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.context import ServiceConfig
-from consultas.models import Channel, Consulta, ConsultaStatus, Direction, Message, MessageKind
+from consultas.models import (
+    Channel,
+    Consulta,
+    ConsultaStatus,
+    Direction,
+    Message,
+    MessageKind,
+    Outbox,
+    OutboxStatus,
+)
 from intake.requisitos import Requisitos
 from intake.validators import validate_document
 
@@ -32,6 +42,7 @@ class Admitted:
     due_on: date | None
     email: str | None
     already: bool  # this flow had been admitted before (a double tap, a retry)
+    outbox_ids: tuple[int, ...] = ()  # mails the admission queued (none when ``already``)
 
 
 @dataclass(frozen=True)
@@ -125,7 +136,9 @@ def admit_flow(
                 telegram_chat_id=chat_id,
             )
             message.consulta_id = consulta.id
-            return _admitted(consulta, already=False)
+            pending = (Outbox.consulta_id == consulta.id) & (Outbox.status == OutboxStatus.PENDING)
+            queued = session.scalars(select(Outbox.id).where(pending))
+            return dataclasses.replace(_admitted(consulta, already=False), outbox_ids=tuple(queued))
     except IntegrityError:
         # A concurrent confirmation of the same flow won the unique constraint: report its consulta.
         with sessions() as session:

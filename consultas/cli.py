@@ -47,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # Alembic narrates every migration step at INFO; our own lines say what matters.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # httpx logs every request's URL at INFO, and Bot API URLs carry the bot token.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # APScheduler (our scheduler, the bot's conversation timeouts) logs every job added and run.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     handler: Handler = args.handler
     try:
         return handler(args)

@@ -115,11 +115,6 @@ async def _run(settings: Settings, *, once: bool) -> int:
 
 def _send_hint(settings: Settings) -> Any:
     """With Redis, tell the separate workers about new outbox rows at once; else the sweep finds them."""
-    if settings.broker_url == "memory":
-        return None  # an in-memory queue in this process would reach no worker
-    from workers.broker import configure_broker
+    from workers.mail import hint_for_separate_workers
 
-    configure_broker(settings.broker_url)
-    from workers.mail import hint_send_batches
-
-    return hint_send_batches
+    return hint_for_separate_workers(settings.broker_url)

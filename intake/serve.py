@@ -91,7 +91,7 @@ def build_pieces(
         from bot.app import run_bot
 
         async def bot(stop: asyncio.Event) -> None:
-            await run_bot(settings, stop, sessions=sessions, clock=clock)
+            await run_bot(settings, stop, sessions=sessions, clock=clock, on_committed=hint_send_batches)
 
         pieces["telegram-bot"] = bot
     return pieces

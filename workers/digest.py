@@ -41,7 +41,7 @@ from consultas.models import (
 )
 from consultas.outbox import enqueue_mail
 from workers.broker import actor
-from workers.reminders import FOLLOWUP_QUEUE
+from workers.reminders import FOLLOWUP_QUEUE, serialize_runs
 from workers.runtime import get_runtime
 
 logger = logging.getLogger(__name__)
@@ -268,10 +268,13 @@ def queue_digest(session: Session, digest: Digest, *, config: ServiceConfig, now
 
 def send_digest_for(session: Session, *, config: ServiceConfig, on: date, now: datetime) -> bool:
     """Build and queue the digest of ``on`` unless it is a non-working day or already queued."""
-    if not config.calendar.is_working_day(on) or digest_already_queued(session, on):
+    if not config.calendar.is_working_day(on):
         return False
     if now < config.calendar.office_start(on):
         return False  # "at the start of the working day": never before 08:30 Lima
+    serialize_runs(session, digest_key(on))  # a concurrent run of the same date queues it first
+    if digest_already_queued(session, on):
+        return False
     queue_digest(session, build_digest(session, config=config, on=on), config=config, now=now)
     return True
 

@@ -16,7 +16,7 @@ import importlib
 import inspect
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -318,3 +318,17 @@ def hint_send(outbox_ids: Iterable[int]) -> int:
     is in the database and the sweep re-enqueues it.
     """
     return sum(send_hint(send_outbox_row, outbox_id) for outbox_id in outbox_ids)
+
+
+def hint_for_separate_workers(broker_url: str) -> Callable[[list[int]], object] | None:
+    """For a process without workers of its own (``consultas poll``, ``consultas bot``).
+
+    With Redis, a hook telling the worker processes about new outbox rows at once; with the
+    memory broker None: a queue in this process would reach no worker, the sweep finds the rows.
+    """
+    if broker_url == "memory":
+        return None
+    from workers.broker import configure_broker
+
+    configure_broker(broker_url)
+    return hint_send_batches

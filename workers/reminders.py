@@ -21,6 +21,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -152,6 +153,7 @@ def run_reminders(session: Session, *, config: ServiceConfig, now: datetime) -> 
     if not calendar.is_office_hours(now):
         return ReminderRun(skipped="fuera de horario")
     today = local.date()
+    serialize_runs(session, "run_reminders")
     plan_per_execution(session)
     _, window_end = reminder_window(calendar, today, config.reminder_offsets)
     planned = plan_followup(
@@ -195,6 +197,19 @@ def run_reminders(session: Session, *, config: ServiceConfig, now: datetime) -> 
     return ReminderRun(
         recordatorios=counts[FollowupKind.RECORDATORIO], escalamientos=counts[FollowupKind.ESCALAMIENTO]
     )
+
+
+def serialize_runs(session: Session, job: str) -> None:
+    """On PostgreSQL, wait until no other transaction is running ``job``; hold it to our commit.
+
+    Two runs of one job at once (a doubled scheduler tick taken by two worker threads) both found
+    its idempotency keys free, both inserted them, and the loser died on the unique index, to be
+    retried by Dramatiq minutes later. Behind a transaction-level advisory lock the second run's
+    next statements see the first one's committed mails, so it queues nothing. SQLite needs no
+    lock: ``BEGIN IMMEDIATE`` already queues writers.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": zlib.crc32(job.encode())})
 
 
 def plan_per_execution(session: Session) -> None:

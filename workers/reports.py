@@ -44,7 +44,7 @@ from consultas.mailer import Envelope, OutgoingAttachment
 from consultas.models import Consulta, Organo, Outbox
 from consultas.outbox import enqueue_mail
 from workers.broker import actor
-from workers.reminders import FOLLOWUP_QUEUE
+from workers.reminders import FOLLOWUP_QUEUE, serialize_runs
 from workers.runtime import get_runtime
 
 logger = logging.getLogger(__name__)
@@ -259,7 +259,7 @@ def queue_report(
     cc = [config.ogdau_email] if config.ogsu_email else []
     attachment = OutgoingAttachment(
         filename=f"reporte_consultas_{report.trimestre}.csv",
-        content_type="text/csv",
+        content_type="text/csv; charset=utf-8",  # mail previews show the accents right
         content=report_csv(report).encode("utf-8-sig"),  # BOM: Excel opens accents correctly
     )
     return enqueue_mail(
@@ -282,6 +282,7 @@ def send_report_for(session: Session, *, config: ServiceConfig, quarter: Quarter
     last = calendar.add_working_days(first, CATCH_UP_WORKING_DAYS)
     if not (first <= today <= last) or not calendar.is_office_hours(now):
         return False
+    serialize_runs(session, report_key(quarter))  # a concurrent run of the same quarter queues it first
     if report_already_queued(session, quarter):
         return False
     queue_report(session, build_report(session, config=config, quarter=quarter), config=config, now=now)

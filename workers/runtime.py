@@ -195,4 +195,6 @@ def boot_from_environment() -> None:
     # (Dramatiq's lifecycle lines keep its level).
     for package in OWN_LOGGERS:
         logging.getLogger(package).setLevel(settings.log_level)
+    # httpx logs every request's URL at INFO; a relayed answer's Bot API URL carries the bot token.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     boot_worker_process(settings)
