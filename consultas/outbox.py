@@ -297,6 +297,23 @@ def mark_sent_many(session: Session, outbox_ids: Sequence[int], *, now: datetime
         )
 
 
+def postpone(session: Session, outbox_ids: Sequence[int], *, until: datetime) -> None:
+    """Give claimed rows back untried, due again at ``until`` (the attempt is not counted)."""
+    if outbox_ids:
+        session.execute(
+            update(Outbox)
+            .where(Outbox.id.in_(list(outbox_ids)), Outbox.status == OutboxStatus.SENDING)
+            .values(
+                status=OutboxStatus.PENDING,
+                attempts=Outbox.attempts - 1,
+                next_attempt_at=until,
+                claimed_at=None,
+                claimed_by=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+
 def mark_sent(session: Session, outbox_id: int, *, now: datetime) -> None:
     """Record a successful send."""
     session.execute(

@@ -25,11 +25,21 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from consultas import events
+from consultas.calendar import WorkingCalendar
 from consultas.clock import Clock
 from consultas.errors import PermanentError, TransientError
 from consultas.mailer import OutgoingAttachment
 from consultas.models import Channel, Consulta, Message, Outbox, RedMember
-from consultas.outbox import claim, claim_many, due_ids, mark_failed, mark_retry, mark_sent, mark_sent_many
+from consultas.outbox import (
+    claim,
+    claim_many,
+    due_ids,
+    mark_failed,
+    mark_retry,
+    mark_sent,
+    mark_sent_many,
+    postpone,
+)
 from workers.broker import OUTBOX_QUEUE, actor, send_hint
 from workers.runtime import Runtime, get_runtime, worker_name
 from workers.transport import MailTransport, RecipientsRefusedError, SendResult
@@ -50,6 +60,14 @@ class Outcome(StrEnum):
     SKIPPED = "skipped"  # not claimed: already sent, failed, not due, or another worker has it
     RETRY = "retry"
     FAILED = "failed"
+    POSTPONED = "postponed"  # an office-hours mail outside office hours: due at the next opening
+
+
+#: Follow-up mails to the Red and OGDAU go out only on working days in office hours (6.1-6.3). They
+#: are queued then; one whose send slips past 16:30 (SMTP down, a backlog) waits for the next opening.
+OFFICE_HOURS_TEMPLATES = frozenset(
+    {"recordatorio_red", "escalamiento", "resumen_diario", "reporte_trimestral"}
+)
 
 
 @dataclass(frozen=True)
@@ -78,6 +96,8 @@ class Sender:
     max_attempts: int
     telegram_token: str = ""
     telegram_api_url: str = ""
+    #: Office hours for ``OFFICE_HOURS_TEMPLATES``; None sends them at any time.
+    calendar: WorkingCalendar | None = None
 
     @classmethod
     def from_runtime(cls, runtime: Runtime) -> Sender:
@@ -89,6 +109,7 @@ class Sender:
             max_attempts=settings.outbox_max_attempts,
             telegram_token=settings.telegram_token.get_secret_value(),
             telegram_api_url=settings.telegram_api_url,
+            calendar=runtime.config.calendar,
         )
 
     def deliver(self, outbox_id: int, *, worker: str) -> Outcome:
@@ -97,6 +118,8 @@ class Sender:
             if not claim(session, outbox_id, worker=worker, now=self.clock.now()):
                 return Outcome.SKIPPED
             job = _load_job(session, outbox_id)
+            if not self._in_office_hours(session, [job]):
+                return Outcome.POSTPONED
         try:
             result = self._send(job)
         except PermanentError as exc:
@@ -131,7 +154,10 @@ class Sender:
             with self.sessions.begin() as session:
                 claimed = claim_many(session, chunk, worker=worker, now=self.clock.now())
                 jobs = _load_jobs(session, claimed)
-            outcomes[Outcome.SKIPPED] += len(chunk) - len(jobs)
+                outcomes[Outcome.SKIPPED] += len(chunk) - len(jobs)
+                loaded = len(jobs)
+                jobs = self._in_office_hours(session, jobs)
+                outcomes[Outcome.POSTPONED] += loaded - len(jobs)
             sent: list[tuple[_Job, SendResult]] = []
             for job in jobs:
                 try:
@@ -158,6 +184,19 @@ class Sender:
                 logger.info("outbox %s sent (%s, %s)", job.outbox_id, job.template, job.message_id)
             outcomes[Outcome.SENT] += len(sent)
         return outcomes
+
+    def _in_office_hours(self, session: Session, jobs: list[_Job]) -> list[_Job]:
+        """The jobs that may go now; office-hours mails outside them are postponed to the next opening."""
+        now = self.clock.now()
+        if self.calendar is None or self.calendar.is_office_hours(now):
+            return jobs
+        waiting = [job for job in jobs if job.template in OFFICE_HOURS_TEMPLATES]
+        if waiting:
+            opening = self.calendar.next_office_instant(now)
+            postpone(session, [job.outbox_id for job in waiting], until=opening)
+            logger.info("outbox %s: outside office hours, due again at %s",
+                        [job.outbox_id for job in waiting], opening.isoformat())  # fmt: skip
+        return [job for job in jobs if job.template not in OFFICE_HOURS_TEMPLATES]
 
     def _send(self, job: _Job) -> SendResult:
         if job.channel == Channel.TELEGRAM:
