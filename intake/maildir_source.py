@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from consultas.clock import Clock
 from consultas.context import ServiceConfig
 from consultas.models import Outbox, OutboxStatus
-from intake.outcome import OutcomeKind
+from intake.outcome import InboundOutcome, OutcomeKind
 from intake.pipeline import process_inbound_batch, process_inbound_mail, quarantine_mail
 
 logger = logging.getLogger(__name__)
@@ -52,6 +52,14 @@ class MaildirCounts:
     @property
     def total(self) -> int:
         return self.processed + self.duplicates + self.quarantined
+
+    def count(self, outcome: InboundOutcome) -> None:
+        """Count one processed mail by its outcome."""
+        if outcome.kind is OutcomeKind.DUPLICATE:
+            self.duplicates += 1
+        else:
+            self.processed += 1
+        self.by_kind[outcome.kind.value] = self.by_kind.get(outcome.kind.value, 0) + 1
 
     def add(self, other: MaildirCounts) -> None:
         self.processed += other.processed
@@ -169,11 +177,7 @@ def _process_batch(
                 failed.append((name, raw, f"{type(exc).__name__}: {exc}"))
                 continue
             done.append(name)
-            if outcome.kind is OutcomeKind.DUPLICATE:
-                counts.duplicates += 1
-            else:
-                counts.processed += 1
-            counts.by_kind[outcome.kind.value] = counts.by_kind.get(outcome.kind.value, 0) + 1
+            counts.count(outcome)
         new_outbox = (
             list(
                 session.scalars(
@@ -235,11 +239,7 @@ def _process_batch_at_once(
             )
             for (name, _), outcome in zip(batch, outcomes, strict=True):
                 done.append(name)
-                if outcome.kind is OutcomeKind.DUPLICATE:
-                    counts.duplicates += 1
-                else:
-                    counts.processed += 1
-                counts.by_kind[outcome.kind.value] = counts.by_kind.get(outcome.kind.value, 0) + 1
+                counts.count(outcome)
             new_outbox = (
                 list(
                     session.scalars(

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formataddr
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -15,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from consultas.models import Consulta, Outbox
 from consultas.settings import Settings
 from tests.servers.dovecot import DovecotServer
+from tests.servers.smtp_sink import SmtpSink
 
 MAILBOX = "consultas@mef.gob.pe"
 #: Wednesday 12 March 2025, 10:00 in Lima: a working day in office hours.
@@ -120,3 +127,54 @@ def confirmations_per_consulta(sessions: sessionmaker[Session]) -> dict[str, int
             .group_by(Consulta.number)
         ).all()
         return {str(number): int(count) for number, count in rows}
+
+
+# `consultas serve` as a black box --------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def serve_env(
+    db_url: str, dovecot: DovecotServer, smtp_sink: SmtpSink, var_dir: Path, **extra: str
+) -> dict[str, str]:
+    """CONSULTAS_* settings (nothing else) for `consultas serve` on the test Dovecot and SMTP sink."""
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(REPO),
+        "CONSULTAS_DATABASE_URL": db_url,
+        "CONSULTAS_VAR_DIR": str(var_dir),
+        "CONSULTAS_SECRET_KEY": "e2e-secret",
+        "CONSULTAS_IMAP_HOST": dovecot.host,
+        "CONSULTAS_IMAP_PORT": str(dovecot.imap_port),
+        "CONSULTAS_IMAP_USER": MAILBOX,
+        "CONSULTAS_IMAP_PASSWORD": "secret",
+        "CONSULTAS_IMAP_SSL": "false",
+        "CONSULTAS_IMAP_POLL_INTERVAL_S": "0.5",
+        "CONSULTAS_SMTP_HOST": smtp_sink.host,
+        "CONSULTAS_SMTP_PORT": str(smtp_sink.port),
+        "CONSULTAS_SMTP_STARTTLS": "false",
+        "CONSULTAS_MAILBOX_ADDRESS": MAILBOX,
+        **extra,
+    }
+
+
+@contextmanager
+def serving(env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`consultas db upgrade`, then `consultas serve` for the block; it must stop cleanly on SIGTERM."""
+    command = [sys.executable, "-m", "consultas.cli"]
+    upgrade = [*command, "db", "upgrade"]
+    subprocess.run(upgrade, env=env, cwd=cwd, check=True, capture_output=True, timeout=120)
+    log_path = cwd / "serve.log"
+    log = log_path.open("wb")
+    process = subprocess.Popen([*command, "serve"], env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            returncode = process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            log.close()
+        assert returncode == 0, log_path.read_text(errors="replace")[-3000:]

@@ -6,69 +6,35 @@ notices is asserted: the mails in the SMTP sink, and the folders of the consulta
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.intake_imap_support import BROKEN_MAIL, MAILBOX, append_raw, citizen_mail, wait_until
+from tests.intake_imap_support import (
+    BROKEN_MAIL,
+    MAILBOX,
+    append_raw,
+    citizen_mail,
+    serve_env,
+    serving,
+    wait_until,
+)
 from tests.servers.dovecot import DovecotServer
 from tests.servers.smtp_sink import Captured, SmtpSink
 
-REPO = Path(__file__).resolve().parents[1]
 NUMBER = re.compile(r"\[(CONS-\d{4}-\d{6})\]")
 WITHIN_S = 20.0
-
-
-def _env(db_url: str, dovecot: DovecotServer, smtp_sink: SmtpSink, var_dir: Path) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": str(REPO),
-        "CONSULTAS_DATABASE_URL": db_url,
-        "CONSULTAS_VAR_DIR": str(var_dir),
-        "CONSULTAS_SECRET_KEY": "e2e-intake-secret",
-        "CONSULTAS_IMAP_HOST": dovecot.host,
-        "CONSULTAS_IMAP_PORT": str(dovecot.imap_port),
-        "CONSULTAS_IMAP_USER": MAILBOX,
-        "CONSULTAS_IMAP_PASSWORD": "secret",
-        "CONSULTAS_IMAP_SSL": "false",
-        "CONSULTAS_IMAP_POLL_INTERVAL_S": "0.5",
-        "CONSULTAS_SMTP_HOST": smtp_sink.host,
-        "CONSULTAS_SMTP_PORT": str(smtp_sink.port),
-        "CONSULTAS_SMTP_STARTTLS": "false",
-        "CONSULTAS_MAILBOX_ADDRESS": MAILBOX,
-    }
 
 
 @pytest.fixture
 def served(
     db_url: str, dovecot: DovecotServer, smtp_sink: SmtpSink, tmp_path: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    env = _env(db_url, dovecot, smtp_sink, tmp_path / "var")
-    command = [sys.executable, "-m", "consultas.cli"]
-    subprocess.run(
-        [*command, "db", "upgrade"], env=env, cwd=tmp_path, check=True, capture_output=True, timeout=120
-    )
-    log = (tmp_path / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [*command, "serve"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
+    with serving(serve_env(db_url, dovecot, smtp_sink, tmp_path / "var"), tmp_path) as process:
         yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            returncode = process.wait(timeout=30)
-        finally:
-            if process.poll() is None:
-                process.kill()
-            log.close()
-        assert returncode == 0, (tmp_path / "serve.log").read_text(errors="replace")[-3000:]
 
 
 def _to(smtp_sink: SmtpSink, address: str) -> list[Captured]:

@@ -10,11 +10,8 @@ what people see at the SMTP sink: recipients, the number in the subject, the ans
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, getaddresses, make_msgid, parseaddr
@@ -23,7 +20,7 @@ from typing import Literal
 
 import pytest
 
-from tests.intake_imap_support import MAILBOX, wait_until
+from tests.intake_imap_support import MAILBOX, serve_env, serving, wait_until
 from tests.routing_support import (
     DGPMI_ALTERNO,
     DGPMI_TITULAR,
@@ -34,7 +31,6 @@ from tests.routing_support import (
 from tests.servers.dovecot import DovecotServer
 from tests.servers.smtp_sink import Captured, SmtpSink
 
-REPO = Path(__file__).resolve().parents[1]
 NUMBER = re.compile(r"\[(CONS-\d{4}-\d{6})\]")
 WITHIN_S = 20.0
 DGPMI_NAME = "Dirección General de Programación Multianual de Inversiones"
@@ -103,56 +99,22 @@ FALSA = "Respuesta falsa"
 REJECTED = "Respuesta rechazada"
 
 
-def _env(
-    db_url: str, dovecot: DovecotServer, smtp_sink: SmtpSink, tmp_path: Path, red_file: Path
-) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": str(REPO),
-        "CONSULTAS_DATABASE_URL": db_url,
-        "CONSULTAS_VAR_DIR": str(tmp_path / "var"),
-        "CONSULTAS_SECRET_KEY": "e2e-routing-secret",
-        "CONSULTAS_IMAP_HOST": dovecot.host,
-        "CONSULTAS_IMAP_PORT": str(dovecot.imap_port),
-        "CONSULTAS_IMAP_USER": MAILBOX,
-        "CONSULTAS_IMAP_PASSWORD": "secret",
-        "CONSULTAS_IMAP_SSL": "false",
-        "CONSULTAS_IMAP_POLL_INTERVAL_S": "0.5",
-        "CONSULTAS_SMTP_HOST": smtp_sink.host,
-        "CONSULTAS_SMTP_PORT": str(smtp_sink.port),
-        "CONSULTAS_SMTP_STARTTLS": "false",
-        "CONSULTAS_MAILBOX_ADDRESS": MAILBOX,
-        "CONSULTAS_OGDAU_EMAIL": OGDAU_EMAIL,
-        "CONSULTAS_RED_FILE": str(red_file),
-    }
-
-
 @pytest.fixture
 def served(
     db_url: str, dovecot: DovecotServer, smtp_sink: SmtpSink, tmp_path: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
     red_file = tmp_path / "red.yaml"
     red_file.write_text(RED_YAML, encoding="utf-8")
-    env = _env(db_url, dovecot, smtp_sink, tmp_path, red_file)
-    command = [sys.executable, "-m", "consultas.cli"]
-    subprocess.run(
-        [*command, "db", "upgrade"], env=env, cwd=tmp_path, check=True, capture_output=True, timeout=120
+    env = serve_env(
+        db_url,
+        dovecot,
+        smtp_sink,
+        tmp_path / "var",
+        CONSULTAS_OGDAU_EMAIL=OGDAU_EMAIL,
+        CONSULTAS_RED_FILE=str(red_file),
     )
-    log = (tmp_path / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [*command, "serve"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
+    with serving(env, tmp_path) as process:
         yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            returncode = process.wait(timeout=30)
-        finally:
-            if process.poll() is None:
-                process.kill()
-            log.close()
-        assert returncode == 0, (tmp_path / "serve.log").read_text(errors="replace")[-3000:]
 
 
 # Mails in -----------------------------------------------------------------------------------------
