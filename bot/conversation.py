@@ -15,7 +15,7 @@ import html
 import logging
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -370,8 +370,35 @@ def _registered_text(admitted: store.Admitted) -> str:
 _TEXT = filters.TEXT & ~filters.COMMAND
 
 
+_Callback = Callable[[Update, Context], Coroutine[Any, Any, Any]]
+
+
+def _while_open(form: Form, callback: _Callback) -> _Callback:
+    """``callback`` while the form is open; once it was closed, the update is answered as outside it.
+
+    The idle timeout closes the form (drops the flow) before its notice goes out, but the
+    conversation's state only changes after that: a button pressed right after the notice must not
+    reopen the form with an empty draft.
+    """
+
+    async def guarded(update: Update, context: Context) -> Any:
+        if context.chat_data is None or "flow_id" in context.chat_data:
+            return await callback(update, context)
+        if update.callback_query is not None:
+            await form.stale_button(update, context)
+        else:
+            await form.help(update, context)
+        return ConversationHandler.END
+
+    return guarded
+
+
 def form_handler(form: Form, *, timeout_s: float | None) -> ConversationHandler[Context]:
     """The whole Anexo N° 1 form (diagram: bot/conversation.mmd)."""
+
+    def guard(callback: _Callback) -> _Callback:
+        return _while_open(form, callback)
+
     with warnings.catch_warnings():
         # Buttons are tracked per chat on purpose (one form per chat), not per message.
         warnings.filterwarnings("ignore", message="If 'per_message=False'", category=PTBUserWarning)
@@ -379,38 +406,38 @@ def form_handler(form: Form, *, timeout_s: float | None) -> ConversationHandler[
             entry_points=[CommandHandler(["start", "nueva"], form.start)],
             states={
                 State.ENTIDAD: [
-                    CallbackQueryHandler(form.entidad, pattern=r"^entidad:(si|no)$"),
-                    MessageHandler(_TEXT, form.use_buttons),
+                    CallbackQueryHandler(guard(form.entidad), pattern=r"^entidad:(si|no)$"),
+                    MessageHandler(_TEXT, guard(form.use_buttons)),
                 ],
                 State.TIPO_DOCUMENTO: [
-                    CallbackQueryHandler(form.tipo_documento, pattern=r"^doc:(DNI|CE|PASAPORTE)$"),
-                    MessageHandler(_TEXT, form.use_buttons),
+                    CallbackQueryHandler(guard(form.tipo_documento), pattern=r"^doc:(DNI|CE|PASAPORTE)$"),
+                    MessageHandler(_TEXT, guard(form.use_buttons)),
                 ],
-                State.NUMERO_DOCUMENTO: [MessageHandler(_TEXT, form.text_answer)],
-                State.NOMBRES: [MessageHandler(_TEXT, form.text_answer)],
-                State.APELLIDO_PATERNO: [MessageHandler(_TEXT, form.text_answer)],
+                State.NUMERO_DOCUMENTO: [MessageHandler(_TEXT, guard(form.text_answer))],
+                State.NOMBRES: [MessageHandler(_TEXT, guard(form.text_answer))],
+                State.APELLIDO_PATERNO: [MessageHandler(_TEXT, guard(form.text_answer))],
                 State.APELLIDO_MATERNO: [
-                    CallbackQueryHandler(form.sin_materno, pattern=r"^materno:ninguno$"),
-                    MessageHandler(_TEXT, form.text_answer),
+                    CallbackQueryHandler(guard(form.sin_materno), pattern=r"^materno:ninguno$"),
+                    MessageHandler(_TEXT, guard(form.text_answer)),
                 ],
-                State.CORREO: [MessageHandler(_TEXT, form.text_answer)],
-                State.RUC: [MessageHandler(_TEXT, form.text_answer)],
-                State.RAZON_SOCIAL: [MessageHandler(_TEXT, form.text_answer)],
-                State.TELEFONO: [MessageHandler(_TEXT, form.text_answer)],
+                State.CORREO: [MessageHandler(_TEXT, guard(form.text_answer))],
+                State.RUC: [MessageHandler(_TEXT, guard(form.text_answer))],
+                State.RAZON_SOCIAL: [MessageHandler(_TEXT, guard(form.text_answer))],
+                State.TELEFONO: [MessageHandler(_TEXT, guard(form.text_answer))],
                 State.TEMA: [
-                    CallbackQueryHandler(form.tema, pattern=r"^tema:"),
-                    MessageHandler(_TEXT, form.use_buttons),
+                    CallbackQueryHandler(guard(form.tema), pattern=r"^tema:"),
+                    MessageHandler(_TEXT, guard(form.use_buttons)),
                 ],
-                State.CONSULTA: [MessageHandler(_TEXT, form.text_answer)],
+                State.CONSULTA: [MessageHandler(_TEXT, guard(form.text_answer))],
                 State.RESUMEN: [
-                    CallbackQueryHandler(form.confirmar, pattern=r"^confirmar$"),
-                    CallbackQueryHandler(form.corregir, pattern=r"^corregir$"),
+                    CallbackQueryHandler(guard(form.confirmar), pattern=r"^confirmar$"),
+                    CallbackQueryHandler(guard(form.corregir), pattern=r"^corregir$"),
                     CallbackQueryHandler(form.cancel, pattern=r"^cancelar$"),
-                    MessageHandler(_TEXT, form.use_buttons),
+                    MessageHandler(_TEXT, guard(form.use_buttons)),
                 ],
                 State.CORREGIR: [
-                    CallbackQueryHandler(form.corregir_campo, pattern=r"^(fix:\w+|volver)$"),
-                    MessageHandler(_TEXT, form.use_buttons),
+                    CallbackQueryHandler(guard(form.corregir_campo), pattern=r"^(fix:\w+|volver)$"),
+                    MessageHandler(_TEXT, guard(form.use_buttons)),
                 ],
                 ConversationHandler.TIMEOUT: [TypeHandler(Update, form.timeout)],
             },
