@@ -11,15 +11,18 @@ import base64
 import functools
 import hashlib
 import quopri
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from email.charset import BASE64, Charset
+from email.generator import BytesGenerator
 from email.header import Header
 from email.message import Message
 from email.policy import SMTP, Compat32
 from email.utils import encode_rfc2231, format_datetime, formataddr
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -305,3 +308,27 @@ def _attachment_part(attachment: OutgoingAttachment) -> Message:
     part["Content-Transfer-Encoding"] = "base64"
     part.set_payload(base64.encodebytes(attachment.content).decode("ascii"))
     return part
+
+
+#: Any line end (``email.generator`` splits text on the same ones).
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+class _WholeTextGenerator(BytesGenerator):
+    """``BytesGenerator`` writing each text block at once instead of line by line.
+
+    The standard ``_write_lines`` splits a body into lines and writes each with its line end (two
+    calls per line); one substitution of the line ends gives the same bytes in one call.
+    """
+
+    def _write_lines(self, lines: str) -> None:
+        if lines:
+            assert self.policy is not None  # set by flatten() for the whole walk
+            self.write(_LINE_END.sub(self.policy.linesep, lines))
+
+
+def message_bytes(message: Message) -> bytes:
+    """``message.as_bytes()``, the same bytes, written faster (the outbox stores every mail so)."""
+    out = BytesIO()
+    _WholeTextGenerator(out, mangle_from_=False, policy=message.policy).flatten(message)
+    return out.getvalue()

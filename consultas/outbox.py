@@ -18,7 +18,14 @@ from sqlalchemy.orm import Session
 
 from consultas import events
 from consultas.ids import ensure_id
-from consultas.mailer import Envelope, OutgoingAttachment, build_message, deterministic_message_id, render
+from consultas.mailer import (
+    Envelope,
+    OutgoingAttachment,
+    build_message,
+    deterministic_message_id,
+    message_bytes,
+    render,
+)
 from consultas.models import (
     Channel,
     Consulta,
@@ -125,7 +132,7 @@ def enqueue_mail(
     mime = build_message(
         rendered, envelope, sender=identity.address, sender_name=identity.name, message_id=message_id, now=now
     )
-    raw = mime.as_bytes()
+    raw = message_bytes(mime)
     message = Message(
         consulta=consulta,
         direction=Direction.OUTBOUND,

@@ -134,15 +134,16 @@ def find_related_consulta(session: Session, mail: ParsedMail, *, config: Service
         if consulta is not None:
             return consulta
     sender = mail.sender.lower()
-    if not sender:
+    numbers, refs = find_numbers(mail.subject), REFERENCE_RE.findall(mail.subject)
+    if not sender or not (numbers or refs):
         return None
     # A number or reference alone is guessable: only the consulta's own citizen may use it.
     same_citizen = or_(Consulta.reply_address == sender, Consulta.email == sender)
-    for number in find_numbers(mail.subject):
+    for number in numbers:
         consulta = session.scalar(select(Consulta).where(Consulta.number == number, same_citizen))
         if consulta is not None:
             return consulta
-    for ref in REFERENCE_RE.findall(mail.subject):
+    for ref in refs:
         consulta = session.scalar(select(Consulta).where(Consulta.id == int(ref), same_citizen))
         if consulta is not None:
             return consulta

@@ -10,7 +10,7 @@ from email.message import EmailMessage, MIMEPart
 
 import pytest
 
-from consultas.mailer import Envelope, OutgoingAttachment, RenderedMail, build_message
+from consultas.mailer import Envelope, OutgoingAttachment, RenderedMail, build_message, message_bytes
 
 NOW = datetime(2026, 3, 2, 15, 4, 5, tzinfo=UTC)
 SENDER = "consultas@mef.gob.pe"
@@ -49,7 +49,7 @@ def _build(
     mime = build_message(
         rendered, envelope, sender=SENDER, sender_name=sender_name, message_id=MESSAGE_ID, now=now
     )
-    return mime.as_bytes()
+    return message_bytes(mime)
 
 
 def _parse(raw: bytes) -> EmailMessage:
@@ -322,3 +322,24 @@ def test_a_long_outlook_message_id_is_threaded_verbatim_not_as_encoded_words() -
     assert f"In-Reply-To: {long_id}\r\n".encode() in raw
     assert f"References: {long_id}\r\n".encode() in raw
     assert b"=?utf-8?" not in raw.split(b"\r\n\r\n", 1)[0].split(b"Subject:")[0]
+
+
+@pytest.mark.parametrize("html", [None, HTML])
+@pytest.mark.parametrize("with_attachment", [False, True])
+def test_the_outbox_writer_gives_exactly_the_bytes_of_as_bytes(
+    html: str | None, with_attachment: bool
+) -> None:
+    attachments = (
+        OutgoingAttachment(filename="informe.csv", content_type="text/csv", content=b"a,b\r\n1,2\r\n"),
+    )
+    envelope = Envelope(to=["jose@example.pe"], attachments=attachments if with_attachment else ())
+    text = TEXT + "\r\nlínea con CRLF\rlínea con CR\n" + "x" * 2000
+    mime = build_message(
+        RenderedMail(subject="Asunto", text=text, html=html),
+        envelope,
+        sender=SENDER,
+        sender_name="Consultas MEF",
+        message_id=MESSAGE_ID,
+        now=NOW,
+    )
+    assert message_bytes(mime) == mime.as_bytes()
