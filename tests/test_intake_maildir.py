@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.clock import FixedClock
 from consultas.models import Consulta, Message, MessageKind, Outbox
+from intake import admission
 from intake.maildir_source import PROCESSED_FOLDER, QUARANTINE_FOLDER, Maildir, poll_maildir_once
 from tests.routing_support import CONFIG, MAILBOX, NOW
 from tests.test_intake_pipeline import citizen_mail
@@ -77,3 +79,30 @@ def test_a_file_left_in_new_by_a_crash_after_commit_is_a_duplicate_and_is_moved(
         assert (
             session.scalar(select(func.count(Outbox.id)).where(Outbox.template == "consulta_recibida")) == 1
         )
+
+
+def test_a_mail_quarantined_by_a_bug_is_processed_normally_once_moved_back_after_the_fix(
+    sessions: sessionmaker[Session], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    maildir = Maildir(tmp_path / "maildir")
+    maildir.deliver(citizen_mail(subject="Consulta atrapada", sender="atrapada@example.pe"), "1.eml")
+
+    def bug(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug in the extraction")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(admission, "extract_requisitos", bug)
+        assert poll(sessions, maildir) == {"processed": 0, "duplicates": 0, "quarantined": 1}
+    [kept] = names(maildir.root / QUARANTINE_FOLDER / "cur")
+
+    # After the fix, OGDAU moves the mail back to the inbox: it is a new mail, not a duplicate.
+    (maildir.root / QUARANTINE_FOLDER / "cur" / kept).rename(maildir.new / "1.eml")
+    assert poll(sessions, maildir) == {"processed": 1, "duplicates": 0, "quarantined": 0}
+
+    with sessions() as session:
+        [consulta] = session.scalars(select(Consulta)).all()
+        assert consulta.number is not None and consulta.reply_address == "atrapada@example.pe"
+        confirmations = session.scalar(
+            select(func.count(Outbox.id)).where(Outbox.template == "consulta_recibida")
+        )
+        assert confirmations == 1
