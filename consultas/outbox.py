@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, literal, or_, select, update
+from sqlalchemy import ColumnElement, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from consultas import events
@@ -100,11 +100,7 @@ def enqueue_mail(
                 if look_up_key
                 else literal(None),
                 select(func.count(Outbox.id))
-                .where(
-                    Outbox.primary_recipient == primary,
-                    Outbox.automatic.is_(True),
-                    Outbox.created_at >= now - timedelta(hours=24),
-                )
+                .where(Outbox.primary_recipient == primary, *_automatic_in_last_day(now))
                 .scalar_subquery()
                 if count_recent
                 else literal(0),
@@ -189,16 +185,30 @@ def preload_recent_automatic(session: Session, recipients: Iterable[str], *, now
         recipient: count
         for recipient, count in session.execute(
             select(Outbox.primary_recipient, func.count(Outbox.id))
-            .where(
-                Outbox.primary_recipient.in_(wanted),
-                Outbox.automatic.is_(True),
-                Outbox.created_at >= now - timedelta(hours=24),
-            )
+            .where(Outbox.primary_recipient.in_(wanted), *_automatic_in_last_day(now))
             .group_by(Outbox.primary_recipient)
         )
     }
     for recipient in wanted:
         recent_by_recipient[recipient] = counts.get(recipient, 0)
+
+
+def _automatic_in_last_day(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    """The rows the per-recipient cap counts: automatic mails queued in the 24 hours before ``now``."""
+    return (Outbox.automatic.is_(True), Outbox.created_at >= now - timedelta(hours=24))
+
+
+def last_id(session: Session) -> int:
+    """The highest outbox id now (0 when empty): the mark before a batch's new rows."""
+    return int(session.scalar(select(func.max(Outbox.id))) or 0)
+
+
+def pending_after(session: Session, after_id: int) -> list[int]:
+    """Pending rows with an id above ``after_id``: those a batch queued (plus any concurrent ones;
+    a send hint is idempotent, so that is harmless)."""
+    return list(
+        session.scalars(select(Outbox.id).where(Outbox.id > after_id, Outbox.status == OutboxStatus.PENDING))
+    )
 
 
 def enqueue_telegram(
@@ -258,23 +268,15 @@ def _attachment_row(filename: str, content_type: str, content: bytes) -> Any:
 
 def claim(session: Session, outbox_id: int, *, worker: str, now: datetime) -> bool:
     """Atomically take a due row for sending; False when it is sent, failed, not due or taken."""
-    result = session.execute(
-        update(Outbox)
-        .where(
-            Outbox.id == outbox_id,
-            or_(
-                (Outbox.status == OutboxStatus.PENDING) & (Outbox.next_attempt_at <= now),
-                (Outbox.status == OutboxStatus.SENDING) & (Outbox.claimed_at < now - CLAIM_TIMEOUT),
-            ),
-        )
-        .values(status=OutboxStatus.SENDING, claimed_at=now, claimed_by=worker, attempts=Outbox.attempts + 1)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(claim_many(session, [outbox_id], worker=worker, now=now))
 
 
 def claim_many(session: Session, outbox_ids: Sequence[int], *, worker: str, now: datetime) -> list[int]:
-    """``claim`` for many rows in one UPDATE; returns the ids this call took, in id order."""
+    """Atomically take the due rows among ``outbox_ids`` (one UPDATE); the ids taken, in id order.
+
+    A row is due when pending and its next attempt has come, or when its claim is older than
+    ``CLAIM_TIMEOUT`` (a dead worker's); one that is sent, failed or freshly taken is left alone.
+    """
     if not outbox_ids:
         return []
     result = session.execute(
@@ -294,7 +296,7 @@ def claim_many(session: Session, outbox_ids: Sequence[int], *, worker: str, now:
 
 
 def mark_sent_many(session: Session, outbox_ids: Sequence[int], *, now: datetime) -> None:
-    """``mark_sent`` for many rows in one UPDATE."""
+    """Record the successful send of these rows (one UPDATE)."""
     if outbox_ids:
         session.execute(
             update(Outbox)
@@ -323,12 +325,7 @@ def postpone(session: Session, outbox_ids: Sequence[int], *, until: datetime) ->
 
 def mark_sent(session: Session, outbox_id: int, *, now: datetime) -> None:
     """Record a successful send."""
-    session.execute(
-        update(Outbox)
-        .where(Outbox.id == outbox_id)
-        .values(status=OutboxStatus.SENT, sent_at=now, last_error=None)
-        .execution_options(synchronize_session=False)
-    )
+    mark_sent_many(session, [outbox_id], now=now)
 
 
 def backoff(attempts: int) -> timedelta:

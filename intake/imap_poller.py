@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.clock import Clock
 from consultas.context import ServiceConfig
 from consultas.errors import ConfigurationError, TransientError
-from consultas.models import MailboxState, Outbox, OutboxStatus
+from consultas.models import MailboxState
+from consultas.outbox import last_id, pending_after
 from consultas.settings import Settings
 from intake.imap_client import ImapConnection, connect
 from intake.pipeline import InboundOutcome, process_inbound_batch, process_inbound_mail, quarantine_mail
@@ -309,7 +309,7 @@ def _outbox_high_water(session: Session, context: PollContext) -> int:
     """The highest outbox id before this transaction's work (0 when nobody wants send hints)."""
     if context.on_committed is None:
         return 0
-    return int(session.scalar(select(func.max(Outbox.id))) or 0)
+    return last_id(session)
 
 
 def _record_progress(
@@ -322,12 +322,7 @@ def _record_progress(
         state.updated_at = now
     if context.on_committed is None:
         return []
-    # Rows of concurrent transactions may show up too: a send hint is idempotent, so that is harmless.
-    return list(
-        session.scalars(
-            select(Outbox.id).where(Outbox.id > outbox_after, Outbox.status == OutboxStatus.PENDING)
-        )
-    )
+    return pending_after(session, outbox_after)
 
 
 def _commit_batch(

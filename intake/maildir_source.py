@@ -17,13 +17,12 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import func, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.clock import Clock
 from consultas.context import ServiceConfig
-from consultas.models import Outbox, OutboxStatus
+from consultas.outbox import last_id, pending_after
 from intake.outcome import InboundOutcome, OutcomeKind
 from intake.pipeline import process_inbound_batch, process_inbound_mail, quarantine_mail
 
@@ -160,7 +159,7 @@ def _process_batch(
     done: list[str] = []
     failed: list[tuple[str, bytes, str]] = []
     with sessions.begin() as session:
-        first_outbox = (session.scalar(select(func.max(Outbox.id))) or 0) if on_committed else 0
+        first_outbox = last_id(session) if on_committed else 0
         for name in names:
             try:
                 raw = (maildir.new / name).read_bytes()
@@ -178,28 +177,14 @@ def _process_batch(
                 continue
             done.append(name)
             counts.count(outcome)
-        new_outbox = (
-            list(
-                session.scalars(
-                    select(Outbox.id).where(Outbox.id > first_outbox, Outbox.status == OutboxStatus.PENDING)
-                )
-            )
-            if on_committed
-            else []
-        )
+        new_outbox = pending_after(session, first_outbox) if on_committed else []
     for name in done:
         maildir.move_to(name, PROCESSED_FOLDER)
     for name, raw, reason in failed:
         with sessions.begin() as session:
             quarantine_mail(session, raw, mailbox=mailbox, reason=reason, config=config, now=clock.now())
             if on_committed:
-                new_outbox += list(
-                    session.scalars(
-                        select(Outbox.id).where(
-                            Outbox.id > first_outbox, Outbox.status == OutboxStatus.PENDING
-                        )
-                    )
-                )
+                new_outbox += pending_after(session, first_outbox)
         maildir.move_to(name, QUARANTINE_FOLDER)
         counts.quarantined += 1
         logger.warning("maildir file %s quarantined", name)
@@ -227,7 +212,7 @@ def _process_batch_at_once(
     done: list[str] = []
     try:
         with sessions.begin() as session:
-            first_outbox = (session.scalar(select(func.max(Outbox.id))) or 0) if on_committed else 0
+            first_outbox = last_id(session) if on_committed else 0
             batch: list[tuple[str, bytes]] = []
             for name in names:
                 try:
@@ -240,17 +225,7 @@ def _process_batch_at_once(
             for (name, _), outcome in zip(batch, outcomes, strict=True):
                 done.append(name)
                 counts.count(outcome)
-            new_outbox = (
-                list(
-                    session.scalars(
-                        select(Outbox.id).where(
-                            Outbox.id > first_outbox, Outbox.status == OutboxStatus.PENDING
-                        )
-                    )
-                )
-                if on_committed
-                else []
-            )
+            new_outbox = pending_after(session, first_outbox) if on_committed else []
     except _INFRASTRUCTURE_ERRORS:
         raise
     except Exception:  # one mail failed: the caller redoes the batch with a savepoint per mail

@@ -31,12 +31,10 @@ from consultas.errors import PermanentError, TransientError
 from consultas.mailer import OutgoingAttachment
 from consultas.models import Channel, Consulta, Message, Outbox, RedMember
 from consultas.outbox import (
-    claim,
     claim_many,
     due_ids,
     mark_failed,
     mark_retry,
-    mark_sent,
     mark_sent_many,
     postpone,
 )
@@ -114,38 +112,15 @@ class Sender:
 
     def deliver(self, outbox_id: int, *, worker: str) -> Outcome:
         """Claim, send and mark one row. Idempotent: a row already sent or taken is SKIPPED."""
-        with self.sessions.begin() as session:
-            if not claim(session, outbox_id, worker=worker, now=self.clock.now()):
-                return Outcome.SKIPPED
-            job = _load_job(session, outbox_id)
-            if not self._in_office_hours(session, [job]):
-                return Outcome.POSTPONED
-        try:
-            result = self._send(job)
-        except PermanentError as exc:
-            refused = exc.refused if isinstance(exc, RecipientsRefusedError) else {}
-            return self._record_failure(job, str(exc), refused)
-        except TransientError as exc:
-            return self._record_retry(job, str(exc))
-        except Exception as exc:  # per-row boundary: an unexpected error must not strand the row
-            logger.exception("outbox %s (%s) failed unexpectedly", job.outbox_id, job.message_id)
-            return self._record_retry(job, f"unexpected error: {exc!r}")
-        with self.sessions.begin() as session:
-            now = self.clock.now()
-            mark_sent(session, job.outbox_id, now=now)
-            if result.refused:
-                bounced = _mark_red_bounced(session, result.refused, now=now)
-                _record(session, "outbox_recipient_refused", job, now=now, refused=result.refused,
-                        red_bounced=bounced)  # fmt: skip
-        logger.info("outbox %s sent (%s, %s)", job.outbox_id, job.template, job.message_id)
-        return Outcome.SENT
+        outcomes = self.deliver_many([outbox_id], worker=worker)
+        return next(outcome for outcome, count in outcomes.items() if count)
 
     def deliver_many(self, outbox_ids: Iterable[int], *, worker: str) -> Counter[Outcome]:
-        """``deliver`` for many rows: one claim, one load and one ``sent`` mark per chunk.
+        """Claim, send and mark rows: one claim, one load and one ``sent`` mark per chunk.
 
-        Same per-row outcomes and failure handling as ``deliver``; rows are sent in id order over
-        the transport's one connection, and marked sent after every ``DELIVER_CHUNK`` rows (so a
-        crash re-sends at most one chunk, as ``deliver`` re-sends at most one row).
+        Each row gets its outcome (sent, skipped when sent or taken already, postponed, retried or
+        failed); rows are sent in id order over the transport's one connection and marked sent
+        after every ``DELIVER_CHUNK`` rows, so a crash re-sends at most one chunk.
         """
         ids = sorted(set(outbox_ids))
         outcomes: Counter[Outcome] = Counter()
@@ -242,12 +217,6 @@ class Sender:
 
 async def _await(awaitable: Any) -> Any:
     return await awaitable
-
-
-def _load_job(session: Session, outbox_id: int) -> _Job:
-    jobs = _load_jobs(session, [outbox_id])
-    assert jobs  # just claimed in this transaction
-    return jobs[0]
 
 
 def _load_jobs(session: Session, outbox_ids: list[int]) -> list[_Job]:
