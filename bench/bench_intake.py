@@ -251,8 +251,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _throwaway_database() -> tuple[str, Callable[[], None]]:
-    """A new migrated database and the function that drops it.
+@contextmanager
+def throwaway_database(*, keep: bool) -> Iterator[str]:
+    """The URL of a new migrated database, dropped when the block ends unless ``keep``.
 
     The migration runs in a subprocess (production runs it once, apart from the service) so that
     Alembic's memory does not count in the intake process's peak RSS.
@@ -262,15 +263,17 @@ def _throwaway_database() -> tuple[str, Callable[[], None]]:
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    upgrade = "import sys; from consultas.db import upgrade; upgrade(sys.argv[1])"
-    subprocess.run([sys.executable, "-c", upgrade, url], check=True)
-
-    def drop() -> None:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    try:
+        upgrade = "import sys; from consultas.db import upgrade; upgrade(sys.argv[1])"
+        subprocess.run([sys.executable, "-c", upgrade, url], check=True)
+        yield url
+    finally:
+        if keep:
+            print(f"kept database {url}", file=sys.stderr)
+        else:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
-
-    return url, drop
 
 
 def _manifest(folder: Path) -> Iterator[dict[str, Any]]:
@@ -341,39 +344,32 @@ def run_maildir(
     from consultas.clock import SystemClock
     from intake.maildir_source import Maildir, poll_maildir_once
 
-    url, drop = _throwaway_database()
-    try:
-        with tempfile.TemporaryDirectory() as var:
-            maildir = Maildir(Path(var) / "maildir")
-            for entry in os.scandir(corpus):
-                if entry.name.endswith(".eml"):
-                    os.link(entry.path, maildir.new / entry.name)
-            overrides = {"var_dir": Path(var), "database_url": url}
-            with running_service(topology, expected=n, overrides=overrides, peak=peak) as service:
-                clock = SystemClock()
-                started = monotonic_s()
-                while True:
-                    counts = poll_maildir_once(
-                        service.sessions,
-                        maildir,
-                        mailbox=service.config.mailbox,
-                        config=service.config,
-                        clock=clock,
-                        batch_size=batch_size,
-                        limit=batch_size * 20,
-                        on_committed=service.on_committed,
-                    )
-                    if not counts.total:
-                        break
-                polled_at = monotonic_s()
-                elapsed = wait_for_confirmations(service, started)
-            checks = check_against_manifest(url, corpus, n, service.sink)
-            checks["intake_only_mails_per_s"] = round(n / (polled_at - started))
-    finally:
-        if keep:
-            print(f"kept database {url}", file=sys.stderr)
-        else:
-            drop()
+    with throwaway_database(keep=keep) as url, tempfile.TemporaryDirectory() as var:
+        maildir = Maildir(Path(var) / "maildir")
+        for entry in os.scandir(corpus):
+            if entry.name.endswith(".eml"):
+                os.link(entry.path, maildir.new / entry.name)
+        overrides = {"var_dir": Path(var), "database_url": url}
+        with running_service(topology, expected=n, overrides=overrides, peak=peak) as service:
+            clock = SystemClock()
+            started = monotonic_s()
+            while True:
+                counts = poll_maildir_once(
+                    service.sessions,
+                    maildir,
+                    mailbox=service.config.mailbox,
+                    config=service.config,
+                    clock=clock,
+                    batch_size=batch_size,
+                    limit=batch_size * 20,
+                    on_committed=service.on_committed,
+                )
+                if not counts.total:
+                    break
+            polled_at = monotonic_s()
+            elapsed = wait_for_confirmations(service, started)
+        checks = check_against_manifest(url, corpus, n, service.sink)
+        checks["intake_only_mails_per_s"] = round(n / (polled_at - started))
     return RunResult(mails_per_s=n / elapsed, seconds=elapsed, checks=checks)
 
 

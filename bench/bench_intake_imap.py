@@ -43,12 +43,12 @@ sys.path.insert(0, str(REPO))
 from bench.bench_intake import (  # noqa: E402 (the repo root must be importable first)
     RunResult,
     Topology,
-    _throwaway_database,
     add_topology_arguments,
     all_ok,
     check_against_manifest,
     generate_corpus,
     running_service,
+    throwaway_database,
     topology_from_args,
     wait_for_confirmations,
 )
@@ -75,43 +75,40 @@ def run_imap(
     from consultas.clock import SystemClock
     from intake.imap_poller import poll_once
 
-    url, drop = _throwaway_database()
-    try:
-        with DovecotServer() as dovecot, tempfile.TemporaryDirectory() as var:
-            deliver_corpus(dovecot, corpus)
-            overrides = {
-                "var_dir": Path(var),
-                "database_url": url,
-                "imap_host": dovecot.host,
-                "imap_port": dovecot.imap_port,
-                "imap_user": MAILBOX,
-                "imap_password": "secret",
-                "imap_ssl": False,
-            }
-            with running_service(topology, expected=n, overrides=overrides, peak=peak) as service:
-                started = monotonic_s()
-                counts = asyncio.run(
-                    poll_once(
-                        service.settings,
-                        service.sessions,
-                        service.config,
-                        SystemClock(),
-                        batch_size=batch_size,
-                        on_committed=service.on_committed,
-                    )
+    with (
+        throwaway_database(keep=keep) as url,
+        DovecotServer() as dovecot,
+        tempfile.TemporaryDirectory() as var,
+    ):
+        deliver_corpus(dovecot, corpus)
+        overrides = {
+            "var_dir": Path(var),
+            "database_url": url,
+            "imap_host": dovecot.host,
+            "imap_port": dovecot.imap_port,
+            "imap_user": MAILBOX,
+            "imap_password": "secret",
+            "imap_ssl": False,
+        }
+        with running_service(topology, expected=n, overrides=overrides, peak=peak) as service:
+            started = monotonic_s()
+            counts = asyncio.run(
+                poll_once(
+                    service.settings,
+                    service.sessions,
+                    service.config,
+                    SystemClock(),
+                    batch_size=batch_size,
+                    on_committed=service.on_committed,
                 )
-                polled_at = monotonic_s()
-                elapsed = wait_for_confirmations(service, started)
-            checks = check_against_manifest(url, corpus, n, service.sink)
-            checks["inbox_left"] = dovecot.message_count(MAILBOX, "INBOX")
-            checks["processed_folder"] = dovecot.message_count(MAILBOX, "Procesados")
-            checks["poll_counts"] = dict(counts.counts)
-            checks["intake_only_mails_per_s"] = round(n / (polled_at - started))
-    finally:
-        if keep:
-            print(f"kept database {url}", file=sys.stderr)
-        else:
-            drop()
+            )
+            polled_at = monotonic_s()
+            elapsed = wait_for_confirmations(service, started)
+        checks = check_against_manifest(url, corpus, n, service.sink)
+        checks["inbox_left"] = dovecot.message_count(MAILBOX, "INBOX")
+        checks["processed_folder"] = dovecot.message_count(MAILBOX, "Procesados")
+        checks["poll_counts"] = dict(counts.counts)
+        checks["intake_only_mails_per_s"] = round(n / (polled_at - started))
     return RunResult(mails_per_s=n / elapsed, seconds=elapsed, checks=checks)
 
 
