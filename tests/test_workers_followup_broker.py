@@ -43,6 +43,7 @@ from tests.servers.smtp_sink import Captured, SmtpSink
 from tests.test_workers_digest import HAND_MADE as DIGEST_DATA
 from tests.test_workers_digest import ON, add_organos, insert, lima
 from tests.test_workers_faults import OwnRedis
+from tests.test_workers_mail import smtp_settings
 from tests.test_workers_reminders import ALTERNO, OGDAU, TITULAR
 from tests.test_workers_reports import HAND_MADE as REPORT_DATA
 from workers.broker import OUTBOX_QUEUE, configure_broker
@@ -57,18 +58,9 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def followup_settings(db_url: str, sink: SmtpSink, tmp_path: Path, broker_url: str) -> Settings:
-    return Settings(
-        database_url=db_url,
-        broker_url=broker_url,
-        var_dir=tmp_path / "var",
-        secret_key="test-secret",
-        smtp_host=sink.host,
-        smtp_port=sink.port,
-        smtp_starttls=False,
-        smtp_timeout_s=5.0,
-        ogdau_email=OGDAU,
-        ogsu_email=OGSU,
-    )
+    """The sending tests' settings, with OGDAU's and OGSU's addresses (the digest's and report's)."""
+    settings = smtp_settings(db_url, sink, tmp_path, broker_url)
+    return settings.model_copy(update={"ogdau_email": OGDAU, "ogsu_email": OGSU})
 
 
 @dataclass
