@@ -63,7 +63,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.intake_topology import (  # noqa: E402 (the repo root must be importable first)
+    CPU_ROLES,
     DEFAULT_REDIS_URL,
+    CpuMeter,
     PeakRss,
     Sink,
     SinkCounts,
@@ -91,6 +93,11 @@ class RunResult:
     mails_per_s: float
     seconds: float
     checks: dict[str, Any]
+    cpu: CpuMeter
+
+    def cpu_text(self, n: int) -> str:
+        """E.g. ``cpu ms/mail {"intake": 6.4, ..., "total": 14.1}, 1.9 cores busy``."""
+        return f"cpu ms/mail {json.dumps(self.cpu.ms_per_mail(n))}, {self.cpu.cores_busy:.1f} cores busy"
 
 
 @dataclass(frozen=True)
@@ -352,6 +359,8 @@ def run_maildir(
         overrides = {"var_dir": Path(var), "database_url": url}
         with running_service(topology, expected=n, overrides=overrides, peak=peak) as service:
             clock = SystemClock()
+            cpu = CpuMeter()
+            cpu.start()
             started = monotonic_s()
             while True:
                 counts = poll_maildir_once(
@@ -368,9 +377,10 @@ def run_maildir(
                     break
             polled_at = monotonic_s()
             elapsed = wait_for_confirmations(service, started)
+            cpu.stop()
         checks = check_against_manifest(url, corpus, n, service.sink)
         checks["intake_only_mails_per_s"] = round(n / (polled_at - started))
-    return RunResult(mails_per_s=n / elapsed, seconds=elapsed, checks=checks)
+    return RunResult(mails_per_s=n / elapsed, seconds=elapsed, checks=checks, cpu=cpu)
 
 
 def all_ok(results: list[RunResult]) -> bool:
@@ -418,18 +428,33 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(
                 f"run {index + 1}: {result.mails_per_s:.0f} mails/s ({result.seconds:.1f} s) "
-                f"checks={json.dumps(result.checks, sort_keys=True)}",
+                f"{result.cpu_text(args.n)} checks={json.dumps(result.checks, sort_keys=True)}",
                 flush=True,
             )
             results.append(result)
-    median = statistics.median(r.mails_per_s for r in results)
     ok = all_ok(results)
-    print(
-        f"mode={args.mode} n={args.n} runs={args.runs} {topology.label()}: median {median:.0f} mails/s "
-        f"end to end; {peak.text(workers=topology.workers, sink=topology.sink)}; "
-        f"checks {'OK' if ok else 'FAILED'}"
-    )
+    print(summary_line(f"mode={args.mode}", args.n, results, topology, peak, ok=ok))
     return 0 if ok else 1
+
+
+def summary_line(
+    mode: str, n: int, results: list[RunResult], topology: Topology, peak: PeakRss, *, ok: bool
+) -> str:
+    """The median figures of the runs, peak RSS, the median CPU per role and the checks."""
+    median = statistics.median(r.mails_per_s for r in results)
+    roles = sorted({role for r in results for role in r.cpu.ms_per_mail(n)}, key=_role_order)
+    per_run = [r.cpu.ms_per_mail(n) for r in results]
+    cpu = {role: round(statistics.median(ms.get(role, 0.0) for ms in per_run), 2) for role in roles}
+    cores = statistics.median(r.cpu.cores_busy for r in results)
+    return (
+        f"{mode} n={n} runs={len(results)} {topology.label()}: median {median:.0f} mails/s end to end; "
+        f"{peak.text(workers=topology.workers, sink=topology.sink)}; median cpu ms/mail {json.dumps(cpu)}, "
+        f"{cores:.1f} cores busy; checks {'OK' if ok else 'FAILED'}"
+    )
+
+
+def _role_order(role: str) -> int:
+    return (*CPU_ROLES, "total").index(role)
 
 
 if __name__ == "__main__":

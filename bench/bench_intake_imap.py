@@ -32,7 +32,6 @@ import asyncio
 import json
 import os
 import smtplib
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -48,11 +47,12 @@ from bench.bench_intake import (  # noqa: E402 (the repo root must be importable
     check_against_manifest,
     generate_corpus,
     running_service,
+    summary_line,
     throwaway_database,
     topology_from_args,
     wait_for_confirmations,
 )
-from bench.intake_topology import PeakRss, exit_on_sigterm, monotonic_s  # noqa: E402
+from bench.intake_topology import CpuMeter, PeakRss, exit_on_sigterm, monotonic_s  # noqa: E402
 from intake.imap_poller import DEFAULT_BATCH_SIZE  # noqa: E402
 from tests.servers.dovecot import DovecotServer  # noqa: E402
 
@@ -91,6 +91,8 @@ def run_imap(
             "imap_ssl": False,
         }
         with running_service(topology, expected=n, overrides=overrides, peak=peak) as service:
+            cpu = CpuMeter()
+            cpu.start()
             started = monotonic_s()
             counts = asyncio.run(
                 poll_once(
@@ -104,12 +106,13 @@ def run_imap(
             )
             polled_at = monotonic_s()
             elapsed = wait_for_confirmations(service, started)
+            cpu.stop()
         checks = check_against_manifest(url, corpus, n, service.sink)
         checks["inbox_left"] = dovecot.message_count(MAILBOX, "INBOX")
         checks["processed_folder"] = dovecot.message_count(MAILBOX, "Procesados")
         checks["poll_counts"] = dict(counts.counts)
         checks["intake_only_mails_per_s"] = round(n / (polled_at - started))
-    return RunResult(mails_per_s=n / elapsed, seconds=elapsed, checks=checks)
+    return RunResult(mails_per_s=n / elapsed, seconds=elapsed, checks=checks, cpu=cpu)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,17 +139,12 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(
                 f"run {index + 1}: {result.mails_per_s:.0f} mails/s ({result.seconds:.1f} s) "
-                f"checks={json.dumps(result.checks, sort_keys=True)}",
+                f"{result.cpu_text(args.n)} checks={json.dumps(result.checks, sort_keys=True)}",
                 flush=True,
             )
             results.append(result)
-    median = statistics.median(r.mails_per_s for r in results)
     ok = all_ok(results) and all(r.checks["inbox_left"] == 0 for r in results)
-    print(
-        f"mode=imap n={args.n} runs={args.runs} {topology.label()}: median {median:.0f} mails/s "
-        f"end to end; {peak.text(workers=topology.workers, sink=topology.sink)}; "
-        f"checks {'OK' if ok else 'FAILED'}"
-    )
+    print(summary_line("mode=imap", args.n, results, topology, peak, ok=ok))
     return 0 if ok else 1
 
 

@@ -17,6 +17,13 @@ Topologies (``--sink``, ``--workers`` of bench/bench_intake.py and bench/bench_i
 Peak RSS per role (``PeakRss``): the benchmark process from ``getrusage(RUSAGE_SELF)``, every other
 process from ``VmHWM`` in ``/proc/<pid>/status`` read just before it is stopped.
 
+CPU per role (``CpuMeter``): the CPU time (user + system, ``/proc/<pid>/stat``) every process of
+the machine spent between the start of the intake and the last confirmation, by role: ``intake``
+(the benchmark process), ``workers`` (the ``consultas worker`` processes), ``sink``, ``postgres``
+(every PostgreSQL process), ``dovecot`` (IMAP mode) and ``other`` (the rest of the machine); and
+how many cores the machine kept busy (``/proc/stat``). Divided by N it is the CPU each mail costs
+every part of the topology: their sum over the number of cores is the throughput ceiling.
+
 Only the standard library is imported at module level: the sink process stays small.
 """
 
@@ -400,6 +407,105 @@ class WorkerProcesses:
             return self.log_path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
             return ""
+
+
+# CPU ------------------------------------------------------------------------------------------------
+
+CPU_ROLES = ("intake", "workers", "sink", "postgres", "dovecot", "other")
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _role(pid: int, cmdline: str) -> str:
+    if pid == os.getpid():
+        return "intake"
+    if "workers.runtime:boot_from_environment" in cmdline or " worker --processes " in cmdline:
+        return "workers"
+    if "intake_topology.py sink" in cmdline:
+        return "sink"
+    if cmdline.startswith("postgres"):
+        return "postgres"
+    if "dovecot" in cmdline:
+        return "dovecot"
+    return "other"
+
+
+def cpu_by_process() -> dict[int, tuple[str, float]]:
+    """Every process's role and CPU seconds so far (user + system)."""
+    seen: dict[int, tuple[str, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as raw:
+                cmdline = raw.read().replace(b"\0", b" ").decode("utf-8", "replace")
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        seen[int(entry)] = (_role(int(entry), cmdline), seconds)
+    return seen
+
+
+def machine_busy_s() -> float:
+    """Seconds of CPU the whole machine spent not idle since boot (``/proc/stat``, all cores)."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / _CLOCK_TICKS
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds per role between ``start`` and ``stop``.
+
+    A thread reads every process every ``interval_s`` and keeps each one's last reading, so a
+    process that ends in between (Dovecot's ``imap`` process when the poller logs out) still counts,
+    up to its last interval; a process started in between counts whole.
+    """
+
+    interval_s: float = 1.0  # a reading of every process costs ~6 ms of the intake process here
+    seconds: dict[str, float] = field(default_factory=dict)
+    cores_busy: float = 0.0
+    _before: dict[int, tuple[str, float]] = field(default_factory=dict)
+    _last: dict[int, tuple[str, float]] = field(default_factory=dict)
+    _busy_before: float = 0.0
+    _started: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _sampler: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._before = cpu_by_process()
+        self._last = dict(self._before)
+        self._busy_before = machine_busy_s()
+        self._started = monotonic_s()
+        self._stop.clear()
+        self._sampler = threading.Thread(target=self._sample, name="cpu-meter", daemon=True)
+        self._sampler.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._sampler is not None:
+            self._sampler.join()
+        self._last.update(cpu_by_process())
+        wall = monotonic_s() - self._started
+        busy = machine_busy_s() - self._busy_before
+        self.seconds = dict.fromkeys(CPU_ROLES, 0.0)
+        for pid, (role, seconds) in self._last.items():
+            before = self._before.get(pid)
+            self.seconds[role] += seconds - (before[1] if before and before[0] == role else 0.0)
+        self.cores_busy = busy / wall if wall > 0 else 0.0
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._last.update(cpu_by_process())
+
+    def ms_per_mail(self, n: int) -> dict[str, float]:
+        """Each role's CPU milliseconds per mail (roles under 0.01 ms left out), and ``total``."""
+        per_mail = {role: round(seconds * 1000 / n, 2) for role, seconds in self.seconds.items()}
+        per_mail = {role: ms for role, ms in per_mail.items() if ms >= 0.01}
+        per_mail["total"] = round(sum(self.seconds.values()) * 1000 / n, 2)
+        return per_mail
 
 
 # Peak RSS -------------------------------------------------------------------------------------------

@@ -28,12 +28,22 @@ class _HasId(Protocol):
 
 def ensure_id(session: Session, row: _HasId) -> int:
     """``row.id``, assigning it first if the row is new; ``row`` must be in ``session``."""
+    if preassign_id(session, row) is None:
+        session.flush()
+    return row.id
+
+
+def preassign_id(session: Session, row: _HasId) -> int | None:
+    """Give a new row its id from the sequence pool on PostgreSQL; elsewhere leave it to the flush.
+
+    For rows nobody needs the id of yet (audit events): with every id known, the ORM writes the
+    batch as one prepared executemany instead of a multi-row INSERT ... RETURNING. Returns the id,
+    or None where it is assigned at the flush (never flushes).
+    """
     if row.id is not None:
         return row.id
-    bind = session.get_bind()
-    if bind.dialect.name != "postgresql":
-        session.flush()
-        return row.id
+    if session.get_bind().dialect.name != "postgresql":
+        return None
     pools: dict[str, list[int]] = session.info.setdefault(_POOL_KEY, {})
     pool = pools.setdefault(row.__tablename__, [])
     if not pool:

@@ -64,6 +64,7 @@ def _environment(autoescape: bool) -> Environment:
         trim_blocks=not autoescape,
         lstrip_blocks=not autoescape,
         keep_trailing_newline=True,
+        auto_reload=False,  # templates ship with the code: no stat() per render to see if they changed
     )
     env.filters["fecha"] = fecha
     return env
@@ -84,9 +85,13 @@ def render(template: str, context: Mapping[str, Any]) -> RenderedMail:
     """Render ``template``'s subject, text and (if present) HTML parts with ``context``."""
     subject = _TEXT_ENV.get_template(f"{template}.subject.txt").render(context)
     text = _TEXT_ENV.get_template(f"{template}.txt").render(context)
-    html_path = TEMPLATES_DIR / f"{template}.html"
-    html = _HTML_ENV.get_template(f"{template}.html").render(context) if html_path.exists() else None
+    html = _HTML_ENV.get_template(f"{template}.html").render(context) if _has_html(template) else None
     return RenderedMail(subject=" ".join(subject.split()), text=text, html=html)
+
+
+@functools.cache
+def _has_html(template: str) -> bool:
+    return (TEMPLATES_DIR / f"{template}.html").exists()
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,9 @@ def test_on_postgresql_a_batch_of_new_consultas_is_written_in_a_few_statements(
         assert session.scalar(select(func.count(Outbox.id))) == 80
     # One number per consulta (the gap-free counter), the rest shared by the batch: not ~14 per mail.
     assert len(statements) < 40 + 30, statements
+    # Every new row's id is known before the INSERT: no multi-row INSERT ... RETURNING to sort back.
+    bulk = ("INSERT INTO consulta ", "INSERT INTO message ", "INSERT INTO outbox ", "INSERT INTO event ")
+    assert not [s for s in statements if s.startswith(bulk) and "RETURNING" in s]
 
 
 def test_numbers_stay_gap_free_when_a_batch_mixes_complete_and_incomplete_mails(

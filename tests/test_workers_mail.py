@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dramatiq
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.clock import FixedClock
@@ -187,6 +187,29 @@ def test_drain_sends_every_due_row_over_one_connection_and_a_second_drain_sends_
         assert drain_outbox(sender) == Counter()
         assert len(smtp_sink.messages) == 20
         assert statuses(runtime.sessions, ids) == [OutboxStatus.SENT] * 20
+    finally:
+        close_runtime()
+
+
+def test_a_chunk_of_rows_is_claimed_loaded_and_marked_in_a_few_statements(
+    db_url: str, smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    # The raw mail is a deferred column: loading it row by row made one SELECT per mail sent.
+    runtime = init_runtime(smtp_settings(db_url, smtp_sink, tmp_path), clock=FixedClock(NOW))
+    try:
+        ids = queue_mails(runtime.sessions, 30)
+        statements: list[str] = []
+        listener = lambda *args: statements.append(args[2])  # noqa: E731
+        event.listen(runtime.engine, "before_cursor_execute", listener)
+        try:
+            outcomes = Sender.from_runtime(runtime).deliver_many(ids, worker="test")
+        finally:
+            event.remove(runtime.engine, "before_cursor_execute", listener)
+        assert outcomes == Counter({Outcome.SENT: 30})
+        assert len(smtp_sink.messages) == 30
+        raw_loads = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "message.raw" in s]
+        assert len(raw_loads) == 1, raw_loads
+        assert len(statements) < 15, statements
     finally:
         close_runtime()
 

@@ -22,7 +22,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker, undefer
 
 from consultas import events
 from consultas.calendar import WorkingCalendar
@@ -226,6 +226,7 @@ def _load_jobs(session: Session, outbox_ids: list[int]) -> list[_Job]:
     pairs = session.execute(
         select(Outbox, Message)
         .join(Message, Message.id == Outbox.message_pk)
+        .options(undefer(Message.raw))  # deferred elsewhere; here every row needs it (no query per row)
         .where(Outbox.id.in_(outbox_ids))
         .order_by(Outbox.id)
     ).all()

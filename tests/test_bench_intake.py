@@ -1,0 +1,82 @@
+"""The intake benchmarks themselves, at a small N: they run, their checks hold, their figures add up.
+
+The figures quoted in README come from these scripts at large N; this keeps them runnable on a
+clean checkout (real PostgreSQL, Redis, SMTP sink process, worker processes and, for IMAP, Dovecot).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.plugins.database import PG_ADMIN_URL
+from tests.servers.dovecot import DovecotServer
+
+REPO = Path(__file__).resolve().parents[1]
+GEN_CORPUS = Path("/work/shared/bench/gen_corpus.py")
+#: A Redis database of its own: the suite flushes 15, the benchmark refuses 0 and 15.
+BENCH_REDIS_URL = "redis://127.0.0.1:6379/13"
+N = 25
+
+
+def run_bench(script: str) -> tuple[dict[str, Any], str]:
+    """Run ``bench/<script>`` at N mails, once; return the run's checks and the summary line."""
+    if not GEN_CORPUS.exists():
+        pytest.skip(f"{GEN_CORPUS} is not available")
+    env = {**os.environ, "CONSULTAS_BENCH_PG_ADMIN_URL": PG_ADMIN_URL}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), "--n", str(N), "--runs", "1",
+         "--redis-url", BENCH_REDIS_URL],
+        check=False, capture_output=True, text=True, timeout=300, env=env, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_line, summary = result.stdout.strip().splitlines()[-2:]
+    checks = json.loads(run_line.split(" checks=", 1)[1])
+    return checks, summary
+
+
+def cpu_figures(summary: str) -> tuple[dict[str, float], float]:
+    """The median CPU milliseconds per mail by role, and the busy cores, from the summary line."""
+    match = re.search(r"median cpu ms/mail (\{.*?\}), ([0-9.]+) cores busy", summary)
+    assert match, summary
+    return json.loads(match.group(1)), float(match.group(2))
+
+
+def assert_counted_every_part(cpu: dict[str, float], cores: float, roles: tuple[str, ...]) -> None:
+    for role in roles:
+        assert cpu.get(role, 0.0) > 0, (role, cpu)
+    parts = sum(ms for role, ms in cpu.items() if role != "total")
+    assert cpu["total"] == pytest.approx(parts, abs=0.1)
+    assert 0 < cores <= (os.cpu_count() or 1) + 0.05
+
+
+def test_the_maildir_benchmark_admits_and_confirms_every_mail_and_reports_cpu_per_part(
+    postgres_url: str, redis_server_url: str
+) -> None:
+    checks, summary = run_bench("bench_intake.py")
+
+    assert checks["consultas"] == N and checks["confirmations_received"] == N
+    assert checks["fields_ok"] and checks["duplicates"] == 0
+    assert "checks OK" in summary and "peak RSS intake" in summary
+    cpu, cores = cpu_figures(summary)
+    assert_counted_every_part(cpu, cores, ("intake", "workers", "sink", "postgres"))
+
+
+def test_the_imap_benchmark_empties_the_inbox_and_confirms_every_mail(
+    postgres_url: str, redis_server_url: str, dovecot_server: DovecotServer
+) -> None:
+    checks, summary = run_bench("bench_intake_imap.py")
+
+    assert checks["consultas"] == N and checks["confirmations_received"] == N
+    assert checks["inbox_left"] == 0 and checks["processed_folder"] == N
+    assert "checks OK" in summary
+    cpu, cores = cpu_figures(summary)
+    # Dovecot's share at 25 mails is below the 10 ms tick of /proc: not asserted here.
+    assert_counted_every_part(cpu, cores, ("intake", "workers", "sink", "postgres"))
