@@ -39,7 +39,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -73,9 +73,8 @@ def vmhwm_mb(pid: int) -> float | None:
     return None
 
 
-def child_pids(pid: int) -> list[int]:
-    """Direct children of ``pid`` (scanning /proc: no dependency on CONFIG_PROC_CHILDREN)."""
-    children = []
+def processes() -> Iterator[tuple[int, list[str]]]:
+    """Every process's pid and the fields of ``/proc/<pid>/stat`` after its name (state, ppid, ...)."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -84,9 +83,12 @@ def child_pids(pid: int) -> list[int]:
                 fields = stat.read().rsplit(")", 1)[1].split()
         except (FileNotFoundError, ProcessLookupError, IndexError):
             continue
-        if int(fields[1]) == pid:
-            children.append(int(entry))
-    return sorted(children)
+        yield int(entry), fields
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (scanning /proc: no dependency on CONFIG_PROC_CHILDREN)."""
+    return sorted(child for child, fields in processes() if int(fields[1]) == pid)
 
 
 def exit_on_sigterm() -> None:
@@ -432,18 +434,13 @@ def _role(pid: int, cmdline: str) -> str:
 def cpu_by_process() -> dict[int, tuple[str, float]]:
     """Every process's role and CPU seconds so far (user + system)."""
     seen: dict[int, tuple[str, float]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid, fields in processes():
         try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{entry}/cmdline", "rb") as raw:
+            with open(f"/proc/{pid}/cmdline", "rb") as raw:
                 cmdline = raw.read().replace(b"\0", b" ").decode("utf-8", "replace")
-        except (FileNotFoundError, ProcessLookupError, IndexError):
+        except (FileNotFoundError, ProcessLookupError):
             continue
-        seconds = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-        seen[int(entry)] = (_role(int(entry), cmdline), seconds)
+        seen[pid] = (_role(pid, cmdline), (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS)
     return seen
 
 
