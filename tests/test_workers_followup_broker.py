@@ -184,6 +184,14 @@ def plain_text(message: EmailMessage) -> str:
     return content
 
 
+def seed_digest_data_and_red(sessions: sessionmaker[Session]) -> None:
+    """The digest's hand-counted data set (as of Monday 18 August 2025) and DGPP's Red members."""
+    with sessions.begin() as session:
+        add_organos(session)
+        insert(session, DIGEST_DATA)
+        add_red_members(session)
+
+
 def all_sent(sessions: sessionmaker[Session]) -> bool:
     with sessions() as session:
         return all(status == OutboxStatus.SENT for status in session.scalars(select(Outbox.status)))
@@ -194,10 +202,7 @@ def test_the_opening_tick_mails_ogdau_its_digest_and_the_red_its_reminders_and_e
 ) -> None:
     workers = followup_workers
     # Given the digest's hand-counted data set (as of Monday 18 August 2025) and DGPP's Red
-    with workers.sessions.begin() as session:
-        add_organos(session)
-        insert(session, DIGEST_DATA)
-        add_red_members(session)
+    seed_digest_data_and_red(workers.sessions)
     # When the scheduler's 08:30 tick of that working day fires twice (two schedulers, or a misfire)
     workers.clock.set(lima(ON, 8, 30))
     expected_tick = ["run_reminders_job", "send_daily_digest(2025-08-18)"]
@@ -265,10 +270,7 @@ def test_ticks_outside_office_hours_and_on_holidays_send_nothing(
     followup_workers: FollowupWorkers, smtp_sink: SmtpSink
 ) -> None:
     workers = followup_workers
-    with workers.sessions.begin() as session:
-        add_organos(session)
-        insert(session, DIGEST_DATA)
-        add_red_members(session)
+    seed_digest_data_and_red(workers.sessions)
     # Monday 18 August before the office opens: both actors run and decline
     workers.clock.set(lima(ON, 8, 0))
     assert followup_tick(workers.clock, workers.calendar) == [
