@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from consultas import events
 from consultas.ids import ensure_id
+from consultas.lookup import count_per_recipient
 from consultas.mailer import (
     Envelope,
     OutgoingAttachment,
@@ -181,14 +182,7 @@ def preload_recent_automatic(session: Session, recipients: Iterable[str], *, now
     wanted = sorted({r.lower() for r in recipients if r} - recent_by_recipient.keys())
     if not wanted:
         return
-    counts: dict[str | None, int] = {
-        recipient: count
-        for recipient, count in session.execute(
-            select(Outbox.primary_recipient, func.count(Outbox.id))
-            .where(Outbox.primary_recipient.in_(wanted), *_automatic_in_last_day(now))
-            .group_by(Outbox.primary_recipient)
-        )
-    }
+    counts = count_per_recipient(session, wanted, *_automatic_in_last_day(now))
     for recipient in wanted:
         recent_by_recipient[recipient] = counts.get(recipient, 0)
 

@@ -33,8 +33,9 @@ from sqlalchemy.orm import Session
 from consultas import events
 from consultas.context import ServiceConfig
 from consultas.ids import ensure_id, is_new
+from consultas.lookup import sent_message_pks
 from consultas.mailer import Envelope
-from consultas.models import Channel, Consulta, ConsultaStatus, Direction, Message, MessageKind
+from consultas.models import Channel, Consulta, ConsultaStatus, Message, MessageKind
 from consultas.numbering import find_numbers, next_number
 from consultas.outbox import enqueue_mail
 from intake.mime import ParsedMail
@@ -118,16 +119,12 @@ def handle_citizen_mail(
 
 def find_related_consulta(session: Session, mail: ParsedMail, *, config: ServiceConfig) -> Consulta | None:
     """The consulta ``mail`` is about: a reply to our mail, or a cited number/reference from its citizen."""
-    thread_ids = [i for i in (mail.in_reply_to, *mail.references) if i]
-    if thread_ids:
+    ours = sent_message_pks(session, [mail.in_reply_to, *mail.references], sender=config.identity.address)
+    if ours:  # a reply in one of our threads
         consulta = session.scalar(
             select(Consulta)
             .join(Message, Message.consulta_id == Consulta.id)
-            .where(
-                Message.direction == Direction.OUTBOUND,
-                Message.mailbox == config.identity.address,
-                Message.message_id.in_(thread_ids),
-            )
+            .where(Message.id.in_(sorted(ours.values())))
             .order_by(Message.id.desc())
             .limit(1)
         )

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from consultas import events
 from consultas.context import ServiceConfig
+from consultas.lookup import sent_message_pks, stored_message_pks
 from consultas.models import (
     Attachment,
     Channel,
@@ -157,17 +158,7 @@ def process_inbound_batch(
 
 def stored_message_ids(session: Session, mailbox: str, message_ids: Collection[str]) -> set[str]:
     """Which of ``message_ids`` are already stored as inbound mail of ``mailbox`` (one query)."""
-    if not message_ids:
-        return set()
-    return set(
-        session.scalars(
-            select(Message.message_id).where(
-                Message.mailbox == mailbox,
-                Message.direction == Direction.INBOUND,
-                Message.message_id.in_(sorted(set(message_ids))),
-            )
-        )
-    )
+    return set(stored_message_pks(session, message_ids, mailbox=mailbox, direction=Direction.INBOUND))
 
 
 def store_message(
@@ -329,18 +320,8 @@ def mark_citizen_unreachable(
 
 def _our_message(session: Session, message_ids: list[str], config: ServiceConfig) -> Message | None:
     """The first of our outbound mails among ``message_ids``."""
-    if not message_ids:
-        return None
-    return session.scalar(
-        select(Message)
-        .where(
-            Message.direction == Direction.OUTBOUND,
-            Message.mailbox == config.identity.address,
-            Message.message_id.in_(message_ids),
-        )
-        .order_by(Message.id)
-        .limit(1)
-    )
+    pks = sent_message_pks(session, message_ids, sender=config.identity.address)
+    return session.get(Message, min(pks.values())) if pks else None
 
 
 def quarantine_mail(

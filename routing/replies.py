@@ -33,8 +33,9 @@ from sqlalchemy.orm import Session
 
 from consultas import events
 from consultas.context import ServiceConfig
+from consultas.lookup import sent_message_pks
 from consultas.mailer import Envelope
-from consultas.models import Consulta, ConsultaStatus, Direction, Message, MessageKind, Outbox
+from consultas.models import Consulta, ConsultaStatus, Message, MessageKind, Outbox
 from consultas.numbering import find_numbers
 from consultas.outbox import enqueue_mail
 from intake.mime import ParsedMail
@@ -135,17 +136,13 @@ def match_reply(session: Session, mail: ParsedMail, *, config: ServiceConfig) ->
     token = find_reply_token([a for a in addresses if a], config.mailbox, config.secret_key)
     if token is not None:
         return ReplyMatch(_by_number(session, token.number), token.number, token.valid, "address")
-    thread_ids = [i for i in (mail.in_reply_to, *mail.references) if i]
-    if thread_ids:
+    ours = sent_message_pks(session, [mail.in_reply_to, *mail.references], sender=config.identity.address)
+    if ours:  # a reply in one of our threads
         consulta = session.scalar(
             select(Consulta)
             .join(Message, Message.consulta_id == Consulta.id)
             .join(Outbox, Outbox.message_pk == Message.id)
-            .where(
-                Message.direction == Direction.OUTBOUND,
-                Message.message_id.in_(thread_ids),
-                Outbox.template.in_(sorted(ROUTING_TEMPLATES)),
-            )
+            .where(Message.id.in_(sorted(ours.values())), Outbox.template.in_(sorted(ROUTING_TEMPLATES)))
             .limit(1)
         )
         if consulta is not None:
