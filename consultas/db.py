@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+logger = logging.getLogger(__name__)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -84,4 +87,20 @@ def open_database(url: str, **kwargs: Any) -> tuple[Engine, sessionmaker[Session
         raise ConfigurationError(
             "the database has no schema yet: run `consultas db upgrade` first (CONSULTAS_DATABASE_URL)"
         )
+    for warning in server_warnings(engine):
+        logger.warning("%s", warning)
     return engine, make_sessionmaker(engine)
+
+
+def server_warnings(engine: Engine) -> list[str]:
+    """Database server settings that will hurt the service as it runs (logged when a command opens it)."""
+    if engine.dialect.name != "postgresql":
+        return []
+    with engine.connect() as connection:
+        autovacuum = connection.exec_driver_sql("SHOW autovacuum").scalar()
+    if autovacuum == "off":
+        return [
+            "PostgreSQL runs with autovacuum = off: sent outbox rows are never reclaimed and the tables "
+            "get no planner statistics; turn it on (the default) or schedule VACUUM ANALYZE"
+        ]
+    return []

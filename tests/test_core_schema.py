@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 
+from consultas.db import open_database, server_warnings
 from consultas.models import Base
 
 
@@ -45,3 +48,20 @@ def test_db_upgrade_command_creates_the_embedded_database_and_is_repeatable(tmp_
         cwd=tmp_path, capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert current.stdout.strip() == "0001"
+
+
+def test_opening_the_database_warns_when_postgresql_autovacuum_is_off(
+    db_url: str, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    autovacuum_off = False
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            autovacuum_off = connection.exec_driver_sql("SHOW autovacuum").scalar() == "off"
+
+    with caplog.at_level(logging.WARNING, logger="consultas.db"):
+        opened, _ = open_database(db_url)
+        opened.dispose()
+
+    warned = [r.getMessage() for r in caplog.records if "autovacuum = off" in r.getMessage()]
+    assert len(warned) == (1 if autovacuum_off else 0)
+    assert server_warnings(engine) == warned
