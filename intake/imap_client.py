@@ -29,6 +29,7 @@ _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
 _EXISTS = re.compile(rb"^(\d+) EXISTS")
 _FETCH_UID = re.compile(rb"\bUID (\d+)")
 _LITERAL_SIZE = re.compile(rb"\{(\d+)\}$")
+_FETCH_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
 #: RFC 3501 atom characters that force a folder name into a quoted string.
 _NEEDS_QUOTES = re.compile(r'[\s(){%*"\\\]]')
 
@@ -97,6 +98,17 @@ def parse_fetch_bodies(lines: Sequence[bytes | bytearray]) -> list[tuple[int, by
             continue
         index += 1
     return bodies
+
+
+def parse_fetch_sizes(lines: Sequence[bytes | bytearray]) -> dict[int, int]:
+    """``{uid: size}`` from a UID FETCH (UID RFC822.SIZE) answer: ``b'3 FETCH (UID 7 RFC822.SIZE 290)'``."""
+    sizes: dict[int, int] = {}
+    for line in lines:
+        if isinstance(line, bytes) and b"FETCH (" in line:
+            uid, size = _FETCH_UID.search(line), _FETCH_SIZE.search(line)
+            if uid is not None and size is not None:
+                sizes[int(uid.group(1))] = int(size.group(1))
+    return sizes
 
 
 class ImapConnection:
@@ -171,6 +183,13 @@ class ImapConnection:
         response = await self._ok("UID FETCH", self._client.uid("fetch", uid_set(uids), "(UID BODY.PEEK[])"))
         wanted = set(uids)
         return sorted((uid, raw) for uid, raw in parse_fetch_bodies(response.lines) if uid in wanted)
+
+    async def fetch_sizes(self, uids: Sequence[int]) -> dict[int, int]:
+        """UID FETCH RFC822.SIZE: each mail's size in bytes, to batch them before fetching them."""
+        if not uids:
+            return {}
+        response = await self._ok("UID FETCH", self._client.uid("fetch", uid_set(uids), "(UID RFC822.SIZE)"))
+        return parse_fetch_sizes(response.lines)
 
     async def ensure_folder(self, folder: str) -> None:
         """CREATE ``folder`` unless it exists (ALREADYEXISTS is fine)."""

@@ -33,6 +33,7 @@ from consultas.errors import ConfigurationError, TransientError
 from consultas.models import MailboxState
 from consultas.outbox import last_id, pending_after
 from consultas.settings import Settings
+from intake.batching import MAX_BATCH_BYTES, size_bounded_batches
 from intake.imap_client import ImapConnection, connect
 from intake.pipeline import InboundOutcome, process_inbound_batch, process_inbound_mail, quarantine_mail
 from workers.lease import NamedLease, mailbox_lease_name
@@ -41,7 +42,8 @@ logger = logging.getLogger(__name__)
 
 #: Mails fetched and committed together: one UID FETCH, one transaction, one UID MOVE per batch.
 #: The next batch is fetched while one is processed, so two are in memory: at 50 the poller peaked
-#: at 134 MB RSS and the same mails/s as at 100 (164 MB) in bench/bench_intake_imap.py.
+#: at 134 MB RSS and the same mails/s as at 100 (164 MB) in bench/bench_intake_imap.py. A batch
+#: also stops short of ``intake.batching.MAX_BATCH_BYTES`` of raw mail.
 DEFAULT_BATCH_SIZE = 50
 #: The steps a crash test can kill the poller at (``crash_at`` is called with each, in order).
 CRASH_STEPS = ("after_fetch", "after_commit", "before_move", "after_move")
@@ -80,6 +82,7 @@ class PollContext:
     clock: Clock
     crash_at: CrashHook | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
+    batch_max_bytes: int = MAX_BATCH_BYTES
     lease: NamedLease | None = None
     on_committed: CommittedHook | None = None
 
@@ -131,6 +134,7 @@ async def poll_once(
     *,
     crash_at: CrashHook | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_max_bytes: int = MAX_BATCH_BYTES,
     on_committed: CommittedHook | None = None,
 ) -> PollResult:
     """Connect, process every mail now in the intake folder, log out (no lease: tests and tools).
@@ -138,7 +142,14 @@ async def poll_once(
     ``crash_at`` is called with each of ``CRASH_STEPS`` as the poll reaches it (crash tests).
     """
     context = PollContext(
-        settings, sessions, config, clock, crash_at=crash_at, batch_size=batch_size, on_committed=on_committed
+        settings,
+        sessions,
+        config,
+        clock,
+        crash_at=crash_at,
+        batch_size=batch_size,
+        batch_max_bytes=batch_max_bytes,
+        on_committed=on_committed,
     )
     async with connect(settings) as connection:
         return await poll_connection(connection, context)
@@ -229,7 +240,9 @@ async def _serve_connection(
 async def poll_connection(connection: ImapConnection, context: PollContext) -> PollResult:
     """Process every mail now in the intake folder over an open connection; return what happened.
 
-    For each batch in UID order: UID FETCH BODY.PEEK[] -> one transaction through the pipeline
+    The mails' sizes are fetched first, so a batch holds at most ``batch_size`` mails and
+    ``batch_max_bytes`` bytes (``intake.batching``). For each batch in UID order: UID FETCH
+    BODY.PEEK[] -> one transaction through the pipeline
     (a failing batch is redone mail by mail, quarantining the ones that fail) -> commit -> UID MOVE
     of the committed set. The next batch is fetched while this one is processed.
     """
@@ -241,7 +254,12 @@ async def poll_connection(connection: ImapConnection, context: PollContext) -> P
     if not uids:
         return result
     await connection.ensure_folder(settings.imap_processed_folder)
-    batches = [uids[start : start + context.batch_size] for start in range(0, len(uids), context.batch_size)]
+    sizes = await connection.fetch_sizes(uids)
+    batches = size_bounded_batches(
+        ((uid, sizes.get(uid, 0)) for uid in uids),
+        max_count=context.batch_size,
+        max_bytes=context.batch_max_bytes,
+    )
     prefetch: asyncio.Task[list[tuple[int, bytes]]] | None = asyncio.create_task(connection.fetch(batches[0]))
     lease_checked = time.monotonic()
     try:

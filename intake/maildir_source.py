@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from consultas.clock import Clock
 from consultas.context import ServiceConfig
 from consultas.outbox import last_id, pending_after
+from intake.batching import MAX_BATCH_BYTES, size_bounded_batches
 from intake.outcome import InboundOutcome, OutcomeKind
 from intake.pipeline import process_inbound_batch, process_inbound_mail, quarantine_mail
 
@@ -88,6 +89,16 @@ class Maildir:
         )
         return names if limit is None else names[:limit]
 
+    def sizes(self, names: Iterable[str]) -> list[tuple[str, int]]:
+        """``(name, bytes)`` of mails in ``new/``; one gone meanwhile (another poller) counts 0."""
+        sized = []
+        for name in names:
+            try:
+                sized.append((name, (self.new / name).stat().st_size))
+            except FileNotFoundError:
+                sized.append((name, 0))
+        return sized
+
     def move_to(self, name: str, folder: str) -> None:
         """Move ``new/name`` to ``folder/cur`` with the Seen flag (idempotent: a missing file is fine)."""
         target_name = name if ":2," in name else f"{name}:2,S"
@@ -112,10 +123,14 @@ def poll_maildir_once(
     config: ServiceConfig,
     clock: Clock,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_max_bytes: int = MAX_BATCH_BYTES,
     limit: int | None = None,
     on_committed: Callable[[list[int]], object] | None = None,
 ) -> MaildirCounts:
     """Process what is in ``new/`` now (up to ``limit`` mails), ``batch_size`` mails per transaction.
+
+    A batch also stops short of ``batch_max_bytes`` of raw mail (``intake.batching``), so memory
+    does not grow with what citizens attach.
 
     ``on_committed`` gets the ids of the outbox rows the batch queued, after the commit (the send
     hint to the workers; the sweep covers a lost hint). Database outages propagate (nothing is
@@ -123,12 +138,12 @@ def poll_maildir_once(
     """
     counts = MaildirCounts()
     names = maildir.pending(limit)
-    for start in range(0, len(names), batch_size):
+    for batch in size_bounded_batches(maildir.sizes(names), max_count=batch_size, max_bytes=batch_max_bytes):
         counts.add(
             _process_batch(
                 sessions,
                 maildir,
-                names[start : start + batch_size],
+                batch,
                 mailbox=mailbox,
                 config=config,
                 clock=clock,

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.utils import formataddr
 from pathlib import Path
@@ -69,6 +70,14 @@ def citizen_mail(
     ]
     msg.set_content("\n".join(lines))
     return msg.as_bytes()
+
+
+def with_attachment(raw: bytes, size: int) -> bytes:
+    """``raw`` with a PDF of ``size`` random bytes attached (base64 makes the mail ~4/3 of that)."""
+    mail = message_from_bytes(raw, policy=policy.default)
+    assert isinstance(mail, EmailMessage)
+    mail.add_attachment(os.urandom(size), maintype="application", subtype="pdf", filename="anexo.pdf")
+    return mail.as_bytes()
 
 
 #: Bytes that are not a mail at all (no headers): the pipeline raises MalformedMailError.

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from consultas.clock import FixedClock
 from consultas.context import ServiceConfig
 from consultas.models import Message, MessageKind
-from intake.imap_client import parse_fetch_bodies, quote_folder, uid_set
+from intake.imap_client import ImapConnection, parse_fetch_bodies, parse_fetch_sizes, quote_folder, uid_set
 from intake.imap_poller import poll_once, run_poller
 from tests.intake_imap_support import (
     BROKEN_MAIL,
@@ -25,6 +25,7 @@ from tests.intake_imap_support import (
     count_consultas,
     imap_settings,
     wait_until,
+    with_attachment,
 )
 from tests.servers.dovecot import DovecotServer
 from workers.lease import NamedLease, mailbox_lease_name
@@ -64,6 +65,15 @@ def test_fetch_responses_yield_each_mail_with_its_uid_wherever_the_server_puts_i
         b"Fetch completed.",
     ]
     assert parse_fetch_bodies(lines) == [(7, b"hola!"), (9, b"abc")]
+
+
+def test_fetch_size_responses_yield_each_mails_size_by_uid() -> None:
+    lines: list[bytes | bytearray] = [
+        b"1 FETCH (UID 7 RFC822.SIZE 290)",
+        b"2 FETCH (RFC822.SIZE 12 UID 9)",
+        b"Fetch completed.",
+    ]
+    assert parse_fetch_sizes(lines) == {7: 290, 9: 12}
 
 
 def test_missing_imap_credentials_are_named_before_connecting(tmp_path: Path) -> None:
@@ -153,6 +163,41 @@ async def test_mails_spread_over_several_batches_are_all_admitted_once_in_arriva
         stored = session.scalars(select(Message.message_id).order_by(Message.imap_uid)).all()
     inbound = [mid for mid in stored if mid.startswith("<consulta-")]
     assert inbound == [f"<consulta-{n}@example.pe>" for n in range(1, 8)]
+    assert dovecot.message_count(MAILBOX, "INBOX") == 0
+
+
+async def test_large_mails_are_fetched_in_batches_bounded_by_bytes_and_all_admitted(
+    dovecot: DovecotServer,
+    db_url: str,
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = imap_settings(dovecot, db_url, tmp_path)
+    attachment_bytes = [0, 300_000, 300_000, 0, 700_000, 0]
+    for n, size in enumerate(attachment_bytes, start=1):
+        raw = citizen_mail(n)
+        dovecot.deliver(with_attachment(raw, size) if size else raw, MAILBOX)
+    fetched_sizes: list[list[int]] = []
+    fetch = ImapConnection.fetch
+
+    async def recording_fetch(self: ImapConnection, uids: list[int]) -> list[tuple[int, bytes]]:
+        fetched = await fetch(self, uids)
+        fetched_sizes.append([len(raw) for _, raw in fetched])
+        return fetched
+
+    monkeypatch.setattr(ImapConnection, "fetch", recording_fetch)
+    budget = 500_000
+
+    result = await poll_once(
+        settings, sessions, ServiceConfig.from_settings(settings), FixedClock(NOW), batch_max_bytes=budget
+    )
+
+    assert result.counts["admitted"] == 6
+    assert sorted(len(batch) for batch in fetched_sizes) != [6]  # counted in mails alone: one batch
+    for batch in fetched_sizes:
+        assert len(batch) == 1 or sum(batch) <= budget, fetched_sizes
+    assert sum(len(batch) for batch in fetched_sizes) == 6
     assert dovecot.message_count(MAILBOX, "INBOX") == 0
 
 

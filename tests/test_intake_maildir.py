@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -10,8 +11,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.clock import FixedClock
 from consultas.models import Consulta, Message, MessageKind, Outbox
-from intake import admission
+from intake import admission, maildir_source
 from intake.maildir_source import PROCESSED_FOLDER, QUARANTINE_FOLDER, Maildir, poll_maildir_once
+from intake.pipeline import process_inbound_batch
+from tests.intake_imap_support import with_attachment
 from tests.routing_support import CONFIG, MAILBOX, NOW
 from tests.test_intake_pipeline import citizen_mail
 
@@ -106,3 +109,32 @@ def test_a_mail_quarantined_by_a_bug_is_processed_normally_once_moved_back_after
             select(func.count(Outbox.id)).where(Outbox.template == "consulta_recibida")
         )
         assert confirmations == 1
+
+
+def test_large_mails_are_read_in_batches_bounded_by_bytes_and_all_processed(
+    sessions: sessionmaker[Session], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    maildir = Maildir(tmp_path / "maildir")
+    attachment_bytes = [0, 300_000, 300_000, 0, 700_000, 0]
+    for n, size in enumerate(attachment_bytes):
+        raw = citizen_mail(subject=f"Consulta {n}", sender=f"c{n}@example.pe")
+        maildir.deliver(with_attachment(raw, size) if size else raw, f"{n}.eml")
+    batch_sizes: list[list[int]] = []
+
+    def recording_batch(session: Session, raws: list[tuple[bytes, int | None]], **kwargs: Any) -> Any:
+        batch_sizes.append([len(raw) for raw, _ in raws])
+        return process_inbound_batch(session, raws, **kwargs)
+
+    monkeypatch.setattr(maildir_source, "process_inbound_batch", recording_batch)
+    budget = 500_000
+
+    counts = poll_maildir_once(
+        sessions, maildir, mailbox=MAILBOX, config=CONFIG, clock=FixedClock(NOW), batch_max_bytes=budget
+    )
+
+    assert counts.processed == 6
+    assert len(batch_sizes) > 1  # counted in mails alone (200), all six would be one batch
+    for batch in batch_sizes:
+        assert len(batch) == 1 or sum(batch) <= budget, batch_sizes
+    with sessions() as session:
+        assert session.scalar(select(func.count(Consulta.number))) == 6
