@@ -30,6 +30,8 @@ _EXISTS = re.compile(rb"^(\d+) EXISTS")
 _FETCH_UID = re.compile(rb"\bUID (\d+)")
 _LITERAL_SIZE = re.compile(rb"\{(\d+)\}$")
 _FETCH_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
+#: Mails per UID FETCH (RFC822.SIZE) command.
+SIZE_CHUNK = 100
 #: RFC 3501 atom characters that force a folder name into a quoted string.
 _NEEDS_QUOTES = re.compile(r'[\s(){%*"\\\]]')
 
@@ -167,9 +169,9 @@ class ImapConnection:
         self.selected = SelectedFolder(folder, uidvalidity, exists or 0)
         return self.selected
 
-    async def search_uids(self) -> list[int]:
-        """UID SEARCH ALL in the selected folder, ascending (\\Seen is irrelevant: what is here is work)."""
-        response = await self._ok("UID SEARCH", self._client.uid_search("ALL", charset=None))
+    async def search_uids(self, criteria: str = "ALL") -> list[int]:
+        """UID SEARCH in the selected folder, ascending (\\Seen is irrelevant: what is here is work)."""
+        response = await self._ok("UID SEARCH", self._client.uid_search(criteria, charset=None))
         uids: list[int] = []
         for line in response.lines[:-1]:
             if isinstance(line, bytes):
@@ -185,11 +187,18 @@ class ImapConnection:
         return sorted((uid, raw) for uid, raw in parse_fetch_bodies(response.lines) if uid in wanted)
 
     async def fetch_sizes(self, uids: Sequence[int]) -> dict[int, int]:
-        """UID FETCH RFC822.SIZE: each mail's size in bytes, to batch them before fetching them."""
-        if not uids:
-            return {}
-        response = await self._ok("UID FETCH", self._client.uid("fetch", uid_set(uids), "(UID RFC822.SIZE)"))
-        return parse_fetch_sizes(response.lines)
+        """UID FETCH RFC822.SIZE: each mail's size in bytes, ``SIZE_CHUNK`` mails per command.
+
+        aioimaplib's handling of a response grows faster than its line count (3,000 sizes in one
+        command did not finish in 30 s here), so callers ask only for the mails they must weigh.
+        """
+        sizes: dict[int, int] = {}
+        ordered = sorted(uids)
+        for start in range(0, len(ordered), SIZE_CHUNK):
+            chunk = uid_set(ordered[start : start + SIZE_CHUNK])
+            response = await self._ok("UID FETCH", self._client.uid("fetch", chunk, "(UID RFC822.SIZE)"))
+            sizes.update(parse_fetch_sizes(response.lines))
+        return sizes
 
     async def ensure_folder(self, folder: str) -> None:
         """CREATE ``folder`` unless it exists (ALREADYEXISTS is fine)."""

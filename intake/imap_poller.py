@@ -240,8 +240,8 @@ async def _serve_connection(
 async def poll_connection(connection: ImapConnection, context: PollContext) -> PollResult:
     """Process every mail now in the intake folder over an open connection; return what happened.
 
-    The mails' sizes are fetched first, so a batch holds at most ``batch_size`` mails and
-    ``batch_max_bytes`` bytes (``intake.batching``). For each batch in UID order: UID FETCH
+    The large mails are weighed first (``_weigh``), so a batch holds at most ``batch_size`` mails
+    and ``batch_max_bytes`` bytes (``intake.batching``). For each batch in UID order: UID FETCH
     BODY.PEEK[] -> one transaction through the pipeline
     (a failing batch is redone mail by mail, quarantining the ones that fail) -> commit -> UID MOVE
     of the committed set. The next batch is fetched while this one is processed.
@@ -254,12 +254,8 @@ async def poll_connection(connection: ImapConnection, context: PollContext) -> P
     if not uids:
         return result
     await connection.ensure_folder(settings.imap_processed_folder)
-    sizes = await connection.fetch_sizes(uids)
-    batches = size_bounded_batches(
-        ((uid, sizes.get(uid, 0)) for uid in uids),
-        max_count=context.batch_size,
-        max_bytes=context.batch_max_bytes,
-    )
+    sized = await _weigh(connection, uids, context)
+    batches = size_bounded_batches(sized, max_count=context.batch_size, max_bytes=context.batch_max_bytes)
     prefetch: asyncio.Task[list[tuple[int, bytes]]] | None = asyncio.create_task(connection.fetch(batches[0]))
     lease_checked = time.monotonic()
     try:
@@ -290,6 +286,20 @@ async def poll_connection(connection: ImapConnection, context: PollContext) -> P
         if prefetch is not None:
             prefetch.cancel()
     return result
+
+
+async def _weigh(connection: ImapConnection, uids: list[int], context: PollContext) -> list[tuple[int, int]]:
+    """``(uid, size)`` for batching: exact sizes for the large mails, an upper bound for the rest.
+
+    One ``UID SEARCH LARGER`` finds the mails over a full batch's fair share of bytes; only those
+    are weighed (the common case: none). Every other mail counts as that share, so a batch of
+    ``batch_size`` of them stays within ``batch_max_bytes``.
+    """
+    share = max(1, context.batch_max_bytes // context.batch_size)
+    large = await connection.search_uids(f"LARGER {share}")
+    sizes = await connection.fetch_sizes(large)
+    heavy = set(large)
+    return [(uid, sizes.get(uid, context.batch_max_bytes) if uid in heavy else share) for uid in uids]
 
 
 # Database side (runs in a worker thread) -------------------------------------------------------
