@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from consultas.clock import FixedClock
 from consultas.context import ServiceConfig
 from consultas.models import Message, MessageKind
+from intake import imap_client
 from intake.imap_client import ImapConnection, parse_fetch_bodies, parse_fetch_sizes, quote_folder, uid_set
 from intake.imap_poller import poll_once, run_poller
 from tests.intake_imap_support import (
@@ -186,7 +187,16 @@ async def test_large_mails_are_fetched_in_batches_bounded_by_bytes_and_all_admit
         fetched_sizes.append([len(raw) for _, raw in fetched])
         return fetched
 
+    weighed: list[int] = []
+    fetch_sizes = ImapConnection.fetch_sizes
+
+    async def recording_fetch_sizes(self: ImapConnection, uids: list[int]) -> dict[int, int]:
+        weighed.extend(uids)
+        return await fetch_sizes(self, uids)
+
     monkeypatch.setattr(ImapConnection, "fetch", recording_fetch)
+    monkeypatch.setattr(ImapConnection, "fetch_sizes", recording_fetch_sizes)
+    monkeypatch.setattr(imap_client, "SIZE_CHUNK", 2)  # the three large mails are weighed in two commands
     budget = 500_000
 
     result = await poll_once(
@@ -194,6 +204,7 @@ async def test_large_mails_are_fetched_in_batches_bounded_by_bytes_and_all_admit
     )
 
     assert result.counts["admitted"] == 6
+    assert len(weighed) == 3  # only the mails with attachments are weighed
     assert sorted(len(batch) for batch in fetched_sizes) != [6]  # counted in mails alone: one batch
     for batch in fetched_sizes:
         assert len(batch) == 1 or sum(batch) <= budget, fetched_sizes
