@@ -80,3 +80,21 @@ def test_the_imap_benchmark_empties_the_inbox_and_confirms_every_mail(
     cpu, cores = cpu_figures(summary)
     # Dovecot's share at 25 mails is below the 10 ms tick of /proc: not asserted here.
     assert_counted_every_part(cpu, cores, ("intake", "workers", "sink", "postgres"))
+
+
+def test_the_attachment_memory_benchmark_reads_large_mails_in_byte_bounded_batches() -> None:
+    env = {**os.environ, "CONSULTAS_BENCH_PG_ADMIN_URL": PG_ADMIN_URL}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "batch_memory.py"), "--mails", "6", "--attachment-kb", "2048"],
+        check=False, capture_output=True, text=True, timeout=300, env=env, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    line = re.compile(r"^(.+): (\d+) batches, (\d+) processed, peak RSS (\d+) MB$", re.MULTILINE)
+    by_label = {
+        label: (int(batches), int(done), int(peak))
+        for label, batches, done, peak in line.findall(result.stdout)
+    }
+    bounded, unbounded = by_label["byte bound 8 MiB"], by_label["mail count only"]
+    assert bounded[1] == unbounded[1] == 6
+    assert bounded[0] == 3 and unbounded[0] == 1  # two ~2.8 MB mails per 8 MiB batch; else one batch of six
+    assert bounded[2] > 0 and unbounded[2] > 0
