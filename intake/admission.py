@@ -119,7 +119,7 @@ def handle_citizen_mail(
 
 def find_related_consulta(session: Session, mail: ParsedMail, *, config: ServiceConfig) -> Consulta | None:
     """The consulta ``mail`` is about: a reply to our mail, or a cited number/reference from its citizen."""
-    ours = sent_message_pks(session, [mail.in_reply_to, *mail.references], sender=config.identity.address)
+    ours = sent_message_pks(session, mail.thread_ids, sender=config.identity.address)
     if ours:  # a reply in one of our threads
         consulta = session.scalar(
             select(Consulta)

@@ -84,6 +84,11 @@ class ParsedMail:
     delivery_status: str | None = None
     defects: tuple[str, ...] = field(default=())
 
+    @property
+    def thread_ids(self) -> list[str]:
+        """The Message-IDs this mail answers: In-Reply-To, then References (empty ones left out)."""
+        return [i for i in (self.in_reply_to, *self.references) if i]
+
 
 def decode_bytes(payload: bytes, charset: str | None) -> str:
     """Decode a body or header fragment, never raising on a wrong or unknown charset label."""

@@ -224,7 +224,7 @@ def _automatic(
     if verdict.kind is MailKind.bounce:
         return _bounce(session, mail, message, verdict, config=config, now=now)
     # An auto-reply to one of our mails (the citizen's out-of-office) belongs to that consulta's trail.
-    original = _our_message(session, [i for i in (mail.in_reply_to, *mail.references) if i], config)
+    original = _our_message(session, mail.thread_ids, config)
     if original is not None and original.consulta_id is not None:
         message.consulta_id = original.consulta_id
     session.flush()

@@ -136,7 +136,7 @@ def match_reply(session: Session, mail: ParsedMail, *, config: ServiceConfig) ->
     token = find_reply_token([a for a in addresses if a], config.mailbox, config.secret_key)
     if token is not None:
         return ReplyMatch(_by_number(session, token.number), token.number, token.valid, "address")
-    ours = sent_message_pks(session, [mail.in_reply_to, *mail.references], sender=config.identity.address)
+    ours = sent_message_pks(session, mail.thread_ids, sender=config.identity.address)
     if ours:  # a reply in one of our threads
         consulta = session.scalar(
             select(Consulta)
