@@ -1,4 +1,4 @@
-"""Mail batches bounded by count and by bytes, so a poller's memory does not depend on attachments.
+"""Mail batches bounded by count and by bytes, so what one batch holds does not grow with attachments.
 
 A batch is read whole into memory (parsed, stored, committed together) and the IMAP poller holds
 the next one while it processes this one. Counted in mails alone, fifty mails of 20 MB each would

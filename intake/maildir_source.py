@@ -129,8 +129,8 @@ def poll_maildir_once(
 ) -> MaildirCounts:
     """Process what is in ``new/`` now (up to ``limit`` mails), ``batch_size`` mails per transaction.
 
-    A batch also stops short of ``batch_max_bytes`` of raw mail (``intake.batching``), so memory
-    does not grow with what citizens attach.
+    A batch also stops short of ``batch_max_bytes`` of raw mail (``intake.batching``), so what one
+    batch holds does not grow with what citizens attach.
 
     ``on_committed`` gets the ids of the outbox rows the batch queued, after the commit (the send
     hint to the workers; the sweep covers a lost hint). Database outages propagate (nothing is
