@@ -65,6 +65,7 @@ if str(REPO) not in sys.path:
 from bench.intake_topology import (  # noqa: E402 (the repo root must be importable first)
     CPU_ROLES,
     DEFAULT_REDIS_URL,
+    SINK_KINDS,
     CpuMeter,
     PeakRss,
     Sink,
@@ -137,9 +138,10 @@ def add_topology_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--sink",
-        choices=["process", "thread"],
+        choices=SINK_KINDS,
         default="process",
-        help="SMTP sink in its own process (default) or in a thread of the benchmark process",
+        help="SMTP sink: aiosmtpd in its own process (default) or in a thread of the benchmark process, "
+        "or Postfix's smtp-sink (C, far less CPU per mail)",
     )
     parser.add_argument(
         "--worker-processes", type=int, default=1, help="`consultas worker --processes` (default 1)"

@@ -33,10 +33,14 @@ import argparse
 import contextlib
 import json
 import os
+import pwd
 import resource
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -50,6 +54,7 @@ DEFAULT_REDIS_URL = os.environ.get("CONSULTAS_BENCH_REDIS_URL", "redis://127.0.0
 #: Redis databases the benchmark refuses to flush (the default one and the test suite's).
 PROTECTED_REDIS_DBS = frozenset({0, 15})
 SINK_START_TIMEOUT_S = 30.0
+SMTP_SINK_BINARY = "/usr/sbin/smtp-sink"
 SINK_STOP_TIMEOUT_S = 15.0
 WORKER_READY_TIMEOUT_S = 120.0
 WORKER_STOP_TIMEOUT_S = 60.0
@@ -267,11 +272,117 @@ class ProcessSink:
             self._stderr.append(line.decode("utf-8", "replace"))
 
 
-Sink = ThreadSink | ProcessSink
+class PostfixSink:
+    """``--sink smtp-sink``: Postfix's ``smtp-sink`` benchmarking server, dumping each mail to a file.
+
+    A C program: receiving costs the machine far less CPU than aiosmtpd, so the figures show more of
+    what the service itself costs. Every mail is dumped as one file in a temporary folder; ``wait``
+    reads the files that appeared since its last call (the first 4 KB: smtp-sink's own headers, then
+    the mail's), counting mails and confirmations; a confirmation's arrival time is its file's mtime.
+    """
+
+    kind = "smtp-sink"
+    #: A folder of dumped mails read per call of ``wait``; later ones are read by the next call.
+    _READ_PER_CALL = 5000
+
+    def __init__(self, port: int, expected: int) -> None:
+        self.port = port
+        self.expected = expected
+        self.mails = 0
+        self.confirmations = 0
+        self.last_at = 0.0
+        self.peak_rss_mb: float | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._folder: tempfile.TemporaryDirectory[str] | None = None
+        self._seen: set[str] = set()
+        self._wall_minus_monotonic = 0.0
+
+    def start(self) -> None:
+        binary = shutil.which("smtp-sink") or SMTP_SINK_BINARY
+        if not os.access(binary, os.X_OK):
+            raise RuntimeError(
+                f"--sink smtp-sink needs Postfix's smtp-sink ({SMTP_SINK_BINARY}): install postfix"
+            )
+        self._folder = tempfile.TemporaryDirectory(prefix="consultas-smtp-sink-")
+        self._wall_minus_monotonic = time.time() - monotonic_s()
+        user = pwd.getpwuid(os.getuid()).pw_name
+        command = [binary, "-u", user, "-d", f"{self._folder.name}/m.", f"127.0.0.1:{self.port}", "256"]
+        self._proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = monotonic_s() + SINK_START_TIMEOUT_S
+        while not _accepts(self.port):
+            if self._proc.poll() is not None or monotonic_s() > deadline:
+                self.stop()
+                raise RuntimeError("smtp-sink did not start")
+            time.sleep(0.05)
+
+    def wait(self, timeout_s: float) -> bool:
+        """Read the mails dumped since the last call; True once the expected confirmations arrived."""
+        self._read_new()
+        if self.confirmations >= self.expected:
+            return True
+        time.sleep(timeout_s)
+        return False
+
+    def check_alive(self) -> None:
+        if self._proc is not None and self._proc.poll() is not None:
+            stderr = self._proc.stderr.read().decode("utf-8", "replace") if self._proc.stderr else ""
+            raise RuntimeError(f"smtp-sink exited: {stderr[-2000:]}")
+
+    def stop(self) -> None:
+        """Read the sink's peak RSS, stop it, count what it dumped, remove the dumps."""
+        proc = self._proc
+        if proc is not None:
+            if proc.poll() is None:
+                self.peak_rss_mb = vmhwm_mb(proc.pid)
+                proc.terminate()
+            try:
+                proc.wait(SINK_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            self._proc = None
+        if self._folder is not None:
+            while self._read_new():
+                pass
+            self._folder.cleanup()
+            self._folder = None
+
+    def _read_new(self) -> int:
+        """Count the dumped mails not read yet (at most ``_READ_PER_CALL``); how many were read."""
+        assert self._folder is not None
+        read = 0
+        with os.scandir(self._folder.name) as entries:
+            for entry in entries:
+                if entry.name in self._seen:
+                    continue
+                self._seen.add(entry.name)
+                with open(entry.path, "rb") as dumped:
+                    head = dumped.read(4096)
+                self.mails += 1
+                if CONFIRMATION_MARK in head:
+                    self.confirmations += 1
+                    arrived = entry.stat().st_mtime - self._wall_minus_monotonic
+                    self.last_at = max(self.last_at, arrived)
+                read += 1
+                if read >= self._READ_PER_CALL:
+                    break
+        return read
+
+
+def _accepts(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+    return False
+
+
+Sink = ThreadSink | ProcessSink | PostfixSink
+SINK_KINDS = ("process", "thread", "smtp-sink")
 
 
 def make_sink(kind: str, port: int, expected: int) -> Sink:
     """The sink of ``--sink kind``, not started yet."""
+    if kind == "smtp-sink":
+        return PostfixSink(port, expected)
     return ProcessSink(port, expected) if kind == "process" else ThreadSink(port, expected)
 
 
@@ -422,7 +533,7 @@ def _role(pid: int, cmdline: str) -> str:
         return "intake"
     if "workers.runtime:boot_from_environment" in cmdline or " worker --processes " in cmdline:
         return "workers"
-    if "intake_topology.py sink" in cmdline:
+    if "intake_topology.py sink" in cmdline or "smtp-sink" in cmdline:
         return "sink"
     if cmdline.startswith("postgres"):
         return "postgres"
@@ -534,7 +645,9 @@ class PeakRss:
 
     def text(self, *, workers: str, sink: str) -> str:
         """E.g. ``peak RSS intake 120 MB, worker 95 MB (1 process; supervisor 20 MB), sink 40 MB``."""
-        inside = [name for name, kind in (("workers", workers), ("sink", sink)) if kind != "process"]
+        inside = [
+            name for name, kind in (("workers", workers), ("sink", sink)) if kind in {"inprocess", "thread"}
+        ]
         parts = [f"intake {self.intake:.0f} MB" + (f" (with {' and '.join(inside)})" if inside else "")]
         if workers == "process":
             worker = "?" if self.worker is None else f"{self.worker:.0f}"
@@ -545,8 +658,9 @@ class PeakRss:
                 f"worker {worker} MB ({each}{self.worker_processes} process{plural}; "
                 f"dramatiq supervisor {supervisor} MB)"
             )
-        if sink == "process":
-            parts.append("sink ? MB" if self.sink is None else f"sink {self.sink:.0f} MB")
+        if sink != "thread":
+            label = "sink" if sink == "process" else sink
+            parts.append(f"{label} ? MB" if self.sink is None else f"{label} {self.sink:.0f} MB")
         return "peak RSS " + ", ".join(parts)
 
 

@@ -3,6 +3,8 @@
 #
 #   - Dovecot (IMAP + LMTP) from Debian's packages: the tests start their own instance with a
 #     config in a temp dir (tests/servers/dovecot.py); the system service is not used.
+#   - Postfix from Debian's packages, for its `smtp-sink` benchmarking server only (the intake
+#     benchmark's `--sink smtp-sink`); the Postfix mail system itself is not started or used.
 #   - PostgreSQL on 127.0.0.1:5432 with a database `test`, and Redis on 127.0.0.1:6379: started
 #     if installed but not running (the commands this machine kind documents), then waited for.
 #
@@ -37,15 +39,15 @@ wait_until() {
     done
 }
 
-# --- Dovecot ---------------------------------------------------------------------------------------
-DOVECOT_PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd)
+# --- Dovecot, Postfix's smtp-sink ---------------------------------------------------------------------
+DEBIAN_PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd postfix)
 
 package_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
 }
 
 missing=()
-for package in "${DOVECOT_PACKAGES[@]}"; do
+for package in "${DEBIAN_PACKAGES[@]}"; do
     package_installed "$package" || missing+=("$package")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -65,9 +67,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
         apt_install "${missing[@]}"
     fi
 else
-    log "dovecot already installed"
+    log "dovecot and postfix already installed"
 fi
 [ -x /usr/sbin/dovecot ] || command -v dovecot >/dev/null 2>&1 || die "dovecot binary not found after install"
+[ -x /usr/sbin/smtp-sink ] || die "smtp-sink (postfix) not found after install"
 
 # --- PostgreSQL ------------------------------------------------------------------------------------
 pg_ready() { pg_isready -q -h "$PG_HOST" -p "$PG_PORT"; }
@@ -102,4 +105,4 @@ else
     wait_until "redis" redis_ready
 fi
 
-log "ready: dovecot, postgresql ($PG_HOST:$PG_PORT/$PG_DB), redis ($REDIS_HOST:$REDIS_PORT)"
+log "ready: dovecot, smtp-sink, postgresql ($PG_HOST:$PG_PORT/$PG_DB), redis ($REDIS_HOST:$REDIS_PORT)"
