@@ -272,30 +272,78 @@ class ProcessSink:
             self._stderr.append(line.decode("utf-8", "replace"))
 
 
+class DumpedMails:
+    """Counts of the mails smtp-sink dumped into ``folder``, one file each, read as they appear.
+
+    ``read_new`` reads the files not counted yet (the first 4 KB: smtp-sink's own headers, then the
+    mail's), counting mails and confirmations; a confirmation's arrival (``last_at``, in
+    ``monotonic_s`` terms) is its file's mtime. A file whose headers are not all written yet is
+    left for the next call.
+    """
+
+    #: Files read per call at most; the rest are read by the next call.
+    READ_PER_CALL = 5000
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.mails = 0
+        self.confirmations = 0
+        self.last_at = 0.0
+        self._seen: set[str] = set()
+        self._wall_minus_monotonic = time.time() - monotonic_s()
+
+    def read_new(self) -> int:
+        """Count the complete files not counted yet; how many were counted."""
+        counted = 0
+        with os.scandir(self.folder) as entries:
+            for entry in entries:
+                if entry.name in self._seen:
+                    continue
+                with open(entry.path, "rb") as dumped:
+                    head = dumped.read(4096)
+                if b"\n\n" not in head and b"\r\n\r\n" not in head and len(head) < 4096:
+                    continue  # still being written
+                self._seen.add(entry.name)
+                self.mails += 1
+                if CONFIRMATION_MARK in head:
+                    self.confirmations += 1
+                    self.last_at = max(self.last_at, entry.stat().st_mtime - self._wall_minus_monotonic)
+                counted += 1
+                if counted >= self.READ_PER_CALL:
+                    break
+        return counted
+
+
 class PostfixSink:
     """``--sink smtp-sink``: Postfix's ``smtp-sink`` benchmarking server, dumping each mail to a file.
 
     A C program: receiving costs the machine far less CPU than aiosmtpd, so the figures show more of
-    what the service itself costs. Every mail is dumped as one file in a temporary folder; ``wait``
-    reads the files that appeared since its last call (the first 4 KB: smtp-sink's own headers, then
-    the mail's), counting mails and confirmations; a confirmation's arrival time is its file's mtime.
+    what the service itself costs. The dumps go to a temporary folder, counted by ``DumpedMails``
+    on every ``wait`` and once more when stopped.
     """
 
     kind = "smtp-sink"
-    #: A folder of dumped mails read per call of ``wait``; later ones are read by the next call.
-    _READ_PER_CALL = 5000
 
     def __init__(self, port: int, expected: int) -> None:
         self.port = port
         self.expected = expected
-        self.mails = 0
-        self.confirmations = 0
-        self.last_at = 0.0
         self.peak_rss_mb: float | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._folder: tempfile.TemporaryDirectory[str] | None = None
-        self._seen: set[str] = set()
-        self._wall_minus_monotonic = 0.0
+        self._dumped: DumpedMails | None = None
+        self._final = (0, 0, 0.0)  # mails, confirmations, last_at once stopped
+
+    @property
+    def mails(self) -> int:
+        return self._dumped.mails if self._dumped else self._final[0]
+
+    @property
+    def confirmations(self) -> int:
+        return self._dumped.confirmations if self._dumped else self._final[1]
+
+    @property
+    def last_at(self) -> float:
+        return self._dumped.last_at if self._dumped else self._final[2]
 
     def start(self) -> None:
         binary = shutil.which("smtp-sink") or SMTP_SINK_BINARY
@@ -304,7 +352,7 @@ class PostfixSink:
                 f"--sink smtp-sink needs Postfix's smtp-sink ({SMTP_SINK_BINARY}): install postfix"
             )
         self._folder = tempfile.TemporaryDirectory(prefix="consultas-smtp-sink-")
-        self._wall_minus_monotonic = time.time() - monotonic_s()
+        self._dumped = DumpedMails(Path(self._folder.name))
         user = pwd.getpwuid(os.getuid()).pw_name
         command = [binary, "-u", user, "-d", f"{self._folder.name}/m.", f"127.0.0.1:{self.port}", "256"]
         self._proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -316,8 +364,9 @@ class PostfixSink:
             time.sleep(0.05)
 
     def wait(self, timeout_s: float) -> bool:
-        """Read the mails dumped since the last call; True once the expected confirmations arrived."""
-        self._read_new()
+        """Count the mails dumped since the last call; True once the expected confirmations arrived."""
+        if self._dumped is not None:
+            self._dumped.read_new()
         if self.confirmations >= self.expected:
             return True
         time.sleep(timeout_s)
@@ -341,32 +390,14 @@ class PostfixSink:
                 proc.kill()
                 proc.wait()
             self._proc = None
-        if self._folder is not None:
-            while self._read_new():
+        if self._dumped is not None:
+            while self._dumped.read_new():
                 pass
+            self._final = (self._dumped.mails, self._dumped.confirmations, self._dumped.last_at)
+            self._dumped = None
+        if self._folder is not None:
             self._folder.cleanup()
             self._folder = None
-
-    def _read_new(self) -> int:
-        """Count the dumped mails not read yet (at most ``_READ_PER_CALL``); how many were read."""
-        assert self._folder is not None
-        read = 0
-        with os.scandir(self._folder.name) as entries:
-            for entry in entries:
-                if entry.name in self._seen:
-                    continue
-                self._seen.add(entry.name)
-                with open(entry.path, "rb") as dumped:
-                    head = dumped.read(4096)
-                self.mails += 1
-                if CONFIRMATION_MARK in head:
-                    self.confirmations += 1
-                    arrived = entry.stat().st_mtime - self._wall_minus_monotonic
-                    self.last_at = max(self.last_at, arrived)
-                read += 1
-                if read >= self._READ_PER_CALL:
-                    break
-        return read
 
 
 def _accepts(port: int) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from bench.intake_topology import DumpedMails
 from tests.plugins.database import PG_ADMIN_URL
 from tests.servers.dovecot import DovecotServer
 
@@ -112,3 +113,22 @@ def test_the_attachment_memory_benchmark_reads_large_mails_in_byte_bounded_batch
     assert bounded[1] == unbounded[1] == 6
     assert bounded[0] == 3 and unbounded[0] == 1  # two ~2.8 MB mails per 8 MiB batch; else one batch of six
     assert bounded[2] > 0 and unbounded[2] > 0
+
+
+def test_a_mail_smtp_sink_is_still_writing_is_counted_once_its_headers_are_complete(tmp_path: Path) -> None:
+    dumped = DumpedMails(tmp_path)
+    confirmation = tmp_path / "m.1a2b3c"
+    confirmation.write_bytes(b"X-Client-Addr: 127.0.0.1\nSubject: [CONS-2026-000001] Su consulta ")
+
+    assert dumped.read_new() == 0
+    assert (dumped.mails, dumped.confirmations) == (0, 0)
+
+    confirmation.write_bytes(
+        b"X-Client-Addr: 127.0.0.1\nSubject: [CONS-2026-000001] Su consulta ha sido registrada\n\nBody\n"
+    )
+    (tmp_path / "m.4d5e6f").write_bytes(b"X-Client-Addr: 127.0.0.1\nSubject: Nueva consulta\n\nBody\n")
+
+    assert dumped.read_new() == 2
+    assert (dumped.mails, dumped.confirmations) == (2, 1)
+    assert dumped.last_at > 0
+    assert dumped.read_new() == 0  # each file counted once
