@@ -48,6 +48,7 @@ def _poll(args: argparse.Namespace) -> int:
 
 async def _run(settings: Settings, *, once: bool) -> int:
     from consultas.db import open_database
+    from intake.batching import freeze_startup_objects
 
     engine, sessions = open_database(settings.resolved_database_url)
     config = ServiceConfig.from_settings(settings)
@@ -63,6 +64,7 @@ async def _run(settings: Settings, *, once: bool) -> int:
             from intake.imap_poller import check_imap_settings, poll_once, run_poller
 
             check_imap_settings(settings)
+            freeze_startup_objects()
             if once:
                 result = await poll_once(settings, sessions, config, clock, on_committed=hint)
                 print(json.dumps(dict(sorted(result.counts.items()))))
@@ -75,6 +77,7 @@ async def _run(settings: Settings, *, once: bool) -> int:
         from intake.maildir_source import Maildir, poll_maildir_once, run_maildir_loop
 
         maildir = Maildir(settings.maildir_path)
+        freeze_startup_objects()
         if once:
             counts = await asyncio.to_thread(
                 poll_maildir_once,

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from consultas.clock import Clock
 from consultas.context import ServiceConfig
 from consultas.outbox import last_id, pending_after
-from intake.batching import MAX_BATCH_BYTES, size_bounded_batches
+from intake.batching import MAX_BATCH_BYTES, collect_after_batch, size_bounded_batches
 from intake.outcome import InboundOutcome, OutcomeKind
 from intake.pipeline import process_inbound_batch, process_inbound_mail, quarantine_mail
 
@@ -137,8 +137,9 @@ def poll_maildir_once(
     moved, the next pass retries); any other error quarantines only the mail that caused it.
     """
     counts = MaildirCounts()
-    names = maildir.pending(limit)
-    for batch in size_bounded_batches(maildir.sizes(names), max_count=batch_size, max_bytes=batch_max_bytes):
+    sized = maildir.sizes(maildir.pending(limit))
+    size_of = dict(sized)
+    for batch in size_bounded_batches(sized, max_count=batch_size, max_bytes=batch_max_bytes):
         counts.add(
             _process_batch(
                 sessions,
@@ -150,6 +151,7 @@ def poll_maildir_once(
                 on_committed=on_committed,
             )
         )
+        collect_after_batch(sum(size_of[name] for name in batch))
     return counts
 
 

@@ -21,6 +21,7 @@ from consultas.clock import Clock, SystemClock
 from consultas.context import ServiceConfig
 from consultas.db import open_database
 from consultas.settings import Settings
+from intake.batching import freeze_startup_objects
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None, stop: asyncio
         with suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
     pieces = build_pieces(settings, sessions, config, clock)
+    freeze_startup_objects()
     logger.info(
         "consultas serve: %s; outgoing mail via %s; started %s",
         ", ".join(pieces),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -187,3 +188,27 @@ def serving(env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen[bytes]]
                 process.kill()
             log.close()
         assert returncode == 0, log_path.read_text(errors="replace")[-3000:]
+
+
+@contextmanager
+def collector_off() -> Iterator[None]:
+    """The automatic garbage collector off, so only the collections the code asks for run."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def garbage_holding_large_buffers(min_bytes: int = 100_000) -> int:
+    """Unreachable objects (cycles not collected yet) that hold a buffer of ``min_bytes`` or more."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        return sum(
+            any(isinstance(ref, (bytes, str)) and len(ref) >= min_bytes for ref in gc.get_referents(obj))
+            for obj in gc.garbage
+        )
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()

@@ -22,8 +22,10 @@ from tests.intake_imap_support import (
     NOW,
     append_raw,
     citizen_mail,
+    collector_off,
     confirmations_per_consulta,
     count_consultas,
+    garbage_holding_large_buffers,
     imap_settings,
     wait_until,
     with_attachment,
@@ -324,3 +326,19 @@ def _lease_holder(sessions: sessionmaker[Session], settings: object) -> str | No
 async def _wait_async(predicate: object, what: str, timeout_s: float = 20.0) -> None:
     assert callable(predicate)
     await asyncio.to_thread(wait_until, predicate, timeout_s=timeout_s, what=what)
+
+
+async def test_the_memory_of_a_fetched_batch_of_large_mails_is_given_back_once_it_is_done(
+    dovecot: DovecotServer, db_url: str, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    settings = imap_settings(dovecot, db_url, tmp_path)
+    for n in range(1, 5):
+        dovecot.deliver(with_attachment(citizen_mail(n), 700_000), MAILBOX)
+
+    with collector_off():
+        result = await poll_once(
+            settings, sessions, ServiceConfig.from_settings(settings), FixedClock(NOW), batch_size=2
+        )
+        assert garbage_holding_large_buffers() == 0
+
+    assert result.counts["admitted"] == 4
