@@ -43,6 +43,7 @@ The IMAP mode is bench/bench_intake_imap.py; it reuses this file's helpers.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -162,6 +163,18 @@ def topology_from_args(args: argparse.Namespace) -> Topology:
         threads=args.threads,
         redis_url=args.redis_url,
     )
+
+
+@contextmanager
+def frozen_startup() -> Iterator[None]:
+    """What ``consultas serve`` and ``poll`` do once started (``freeze_startup_objects``), for a run."""
+    from intake.batching import freeze_startup_objects
+
+    freeze_startup_objects()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @contextmanager
@@ -359,7 +372,10 @@ def run_maildir(
             if entry.name.endswith(".eml"):
                 os.link(entry.path, maildir.new / entry.name)
         overrides = {"var_dir": Path(var), "database_url": url}
-        with running_service(topology, expected=n, overrides=overrides, peak=peak) as service:
+        with (
+            running_service(topology, expected=n, overrides=overrides, peak=peak) as service,
+            frozen_startup(),
+        ):
             clock = SystemClock()
             cpu = CpuMeter()
             cpu.start()

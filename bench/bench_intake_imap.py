@@ -45,6 +45,7 @@ from bench.bench_intake import (  # noqa: E402 (the repo root must be importable
     add_topology_arguments,
     all_ok,
     check_against_manifest,
+    frozen_startup,
     generate_corpus,
     running_service,
     summary_line,
@@ -90,7 +91,10 @@ def run_imap(
             "imap_password": "secret",
             "imap_ssl": False,
         }
-        with running_service(topology, expected=n, overrides=overrides, peak=peak) as service:
+        with (
+            running_service(topology, expected=n, overrides=overrides, peak=peak) as service,
+            frozen_startup(),
+        ):
             cpu = CpuMeter()
             cpu.start()
             started = monotonic_s()
