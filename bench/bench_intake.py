@@ -5,6 +5,7 @@ Usage::
     .venv/bin/python bench/bench_intake.py --n 10000 --runs 3
     .venv/bin/python bench/bench_intake.py --n 10000 --workers process --worker-processes 2 --threads 4
     .venv/bin/python bench/bench_intake.py --n 10000 --workers inprocess --sink thread  # one process
+    .venv/bin/python bench/bench_intake.py --n 10000 --sink smtp-sink  # Postfix's smtp-sink receives
 
 Each run generates the corpus with /work/shared/bench/gen_corpus.py (once), links it into a fresh
 Maildir, creates a throwaway PostgreSQL database (migrated with ``consultas.db.upgrade`` in a
@@ -31,7 +32,12 @@ Topologies (printed in the summary line, e.g. ``workers=process(1) sink=process`
   embedded ``consultas serve`` mode): intake and sending share one interpreter and one GIL.
 - ``--sink process`` (default): the aiosmtpd sink is its own process (bench/intake_topology.py),
   which reports its counts and the arrival time of the last confirmation; ``--sink thread``: a
-  thread of this process.
+  thread of this process; ``--sink smtp-sink``: Postfix's ``smtp-sink`` (C; from the ``postfix``
+  Debian package, which scripts/install-test-deps.sh installs) dumping every mail to a file that
+  this process counts. aiosmtpd costs this machine ~1.5 ms of CPU per mail received, as much as
+  the worker that sends it, and competes for the same two cores; smtp-sink costs a fraction of it.
+- The intake freezes its start-up objects as ``consultas serve`` and ``poll`` do
+  (``intake.batching.freeze_startup_objects``).
 
 Peak RSS: this (intake) process from ``getrusage(RUSAGE_SELF)`` (with the in-process workers or the
 sink thread when those run here), every worker process, the Dramatiq supervisor and the sink process
