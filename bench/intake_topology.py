@@ -275,10 +275,11 @@ class ProcessSink:
 class DumpedMails:
     """Counts of the mails smtp-sink dumped into ``folder``, one file each, read as they appear.
 
-    ``read_new`` reads the files not counted yet (the first 4 KB: smtp-sink's own headers, then the
-    mail's), counting mails and confirmations; a confirmation's arrival (``last_at``, in
-    ``monotonic_s`` terms) is its file's mtime. A file whose headers are not all written yet is
-    left for the next call.
+    ``read_new`` reads the files in the folder (the first 4 KB: smtp-sink's own headers, then the
+    mail's), counts mails and confirmations, and deletes each file counted, so the folder and this
+    object stay small over 200,000 mails. A confirmation's arrival (``last_at``, in ``monotonic_s``
+    terms) is its file's mtime. A file whose headers are not all written yet is left for the next
+    call.
     """
 
     #: Files read per call at most; the rest are read by the next call.
@@ -289,25 +290,22 @@ class DumpedMails:
         self.mails = 0
         self.confirmations = 0
         self.last_at = 0.0
-        self._seen: set[str] = set()
         self._wall_minus_monotonic = time.time() - monotonic_s()
 
     def read_new(self) -> int:
-        """Count the complete files not counted yet; how many were counted."""
+        """Count (and delete) the complete files in the folder; how many were counted."""
         counted = 0
         with os.scandir(self.folder) as entries:
             for entry in entries:
-                if entry.name in self._seen:
-                    continue
                 with open(entry.path, "rb") as dumped:
                     head = dumped.read(4096)
                 if b"\n\n" not in head and b"\r\n\r\n" not in head and len(head) < 4096:
                     continue  # still being written
-                self._seen.add(entry.name)
                 self.mails += 1
                 if CONFIRMATION_MARK in head:
                     self.confirmations += 1
                     self.last_at = max(self.last_at, entry.stat().st_mtime - self._wall_minus_monotonic)
+                os.unlink(entry.path)
                 counted += 1
                 if counted >= self.READ_PER_CALL:
                     break

@@ -131,4 +131,5 @@ def test_a_mail_smtp_sink_is_still_writing_is_counted_once_its_headers_are_compl
     assert dumped.read_new() == 2
     assert (dumped.mails, dumped.confirmations) == (2, 1)
     assert dumped.last_at > 0
-    assert dumped.read_new() == 0  # each file counted once
+    assert dumped.read_new() == 0  # each file counted once (and removed)
+    assert list(tmp_path.iterdir()) == []
