@@ -328,20 +328,19 @@ class PostfixSink:
         self.peak_rss_mb: float | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._folder: tempfile.TemporaryDirectory[str] | None = None
-        self._dumped: DumpedMails | None = None
-        self._final = (0, 0, 0.0)  # mails, confirmations, last_at once stopped
+        self._dumped: DumpedMails | None = None  # kept after stop: its counts are the final ones
 
     @property
     def mails(self) -> int:
-        return self._dumped.mails if self._dumped else self._final[0]
+        return self._dumped.mails if self._dumped else 0
 
     @property
     def confirmations(self) -> int:
-        return self._dumped.confirmations if self._dumped else self._final[1]
+        return self._dumped.confirmations if self._dumped else 0
 
     @property
     def last_at(self) -> float:
-        return self._dumped.last_at if self._dumped else self._final[2]
+        return self._dumped.last_at if self._dumped else 0.0
 
     def start(self) -> None:
         binary = shutil.which("smtp-sink") or SMTP_SINK_BINARY
@@ -388,12 +387,10 @@ class PostfixSink:
                 proc.kill()
                 proc.wait()
             self._proc = None
-        if self._dumped is not None:
+        if self._folder is not None:
+            assert self._dumped is not None
             while self._dumped.read_new():
                 pass
-            self._final = (self._dumped.mails, self._dumped.confirmations, self._dumped.last_at)
-            self._dumped = None
-        if self._folder is not None:
             self._folder.cleanup()
             self._folder = None
 
@@ -405,14 +402,14 @@ def _accepts(port: int) -> bool:
 
 
 Sink = ThreadSink | ProcessSink | PostfixSink
-SINK_KINDS = ("process", "thread", "smtp-sink")
+#: ``--sink`` choices and their sinks.
+_SINKS: dict[str, type[Sink]] = {"process": ProcessSink, "thread": ThreadSink, "smtp-sink": PostfixSink}
+SINK_KINDS = tuple(_SINKS)
 
 
 def make_sink(kind: str, port: int, expected: int) -> Sink:
     """The sink of ``--sink kind``, not started yet."""
-    if kind == "smtp-sink":
-        return PostfixSink(port, expected)
-    return ProcessSink(port, expected) if kind == "process" else ThreadSink(port, expected)
+    return _SINKS[kind](port, expected)
 
 
 def serve_sink(port: int, expected: int, out: IO[str]) -> int:
