@@ -11,18 +11,14 @@ import base64
 import functools
 import hashlib
 import quopri
-import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from email.charset import BASE64, Charset
-from email.generator import BytesGenerator
 from email.header import Header
-from email.message import Message
 from email.policy import SMTP, Compat32
-from email.utils import encode_rfc2231, format_datetime, formataddr
-from io import BytesIO
+from email.utils import encode_rfc2231, format_datetime, formataddr, quote
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -119,7 +115,7 @@ def deterministic_message_id(idempotency_key: str, domain: str) -> str:
     return f"<consultas.{digest}@{domain}>"
 
 
-def build_message(
+def build_mail(
     rendered: RenderedMail,
     envelope: Envelope,
     *,
@@ -127,40 +123,42 @@ def build_message(
     sender_name: str,
     message_id: str,
     now: datetime,
-) -> Message:
-    """A complete MIME mail marked as automatic (RFC 3834) and threaded.
+) -> bytes:
+    """The bytes of a complete MIME mail marked as automatic (RFC 3834) and threaded.
 
-    Built with the legacy (compat32) email API, several times faster than ``EmailMessage`` with
-    ``set_content``, which parsed every header into an object to fold it again: header values
-    are stored as they are when ASCII and encoded here once otherwise (RFC 2047), and the bodies
-    are encoded with the C codecs. The recipient parses back the same mail; the bytes have CRLF
-    line ends, lines within 998 octets, and are 7-bit (quoted-printable or base64 bodies).
+    Written directly, part by part, as ``email.generator.BytesGenerator`` writes the same mail
+    built with the legacy (compat32) API, without building that object tree and walking it: every
+    header goes through the policy's ``fold_binary`` (the generator's own call), bodies are encoded
+    with the C codecs, and multiparts are laid out as RFC 2046 and the generator lay them out.
+    Header values are stored as they are when ASCII and encoded once otherwise (RFC 2047). The
+    recipient parses back the same mail; the bytes have CRLF line ends, lines within 998 octets,
+    and are 7-bit (quoted-printable or base64 bodies).
     """
-    message = Message(policy=_POLICY)
-    message["From"] = _from_header(sender_name, sender)
-    message["To"] = _structured("To", ", ".join(envelope.to))
+    headers = [("From", _from_header(sender_name, sender)), ("To", _structured("To", ", ".join(envelope.to)))]
     if envelope.cc:
-        message["Cc"] = _structured("Cc", ", ".join(envelope.cc))
+        headers.append(("Cc", _structured("Cc", ", ".join(envelope.cc))))
     if envelope.reply_to:
-        message["Reply-To"] = _structured("Reply-To", envelope.reply_to)
-    message["Subject"] = _unstructured("Subject", rendered.subject)
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = _structured("Message-ID", message_id)
+        headers.append(("Reply-To", _structured("Reply-To", envelope.reply_to)))
+    headers += [
+        ("Subject", _unstructured("Subject", rendered.subject)),
+        ("Date", format_datetime(now)),
+        ("Message-ID", _structured("Message-ID", message_id)),
+    ]
     if envelope.in_reply_to:
-        message["In-Reply-To"] = _structured("In-Reply-To", envelope.in_reply_to)
+        headers.append(("In-Reply-To", _structured("In-Reply-To", envelope.in_reply_to)))
     if envelope.references:
-        message["References"] = _structured("References", " ".join(envelope.references))
+        headers.append(("References", _structured("References", " ".join(envelope.references))))
     # RFC 3834: our mail is automatic; Exchange-specific header keeps out-of-office replies away.
-    message["Auto-Submitted"] = "auto-replied"
-    message["X-Auto-Response-Suppress"] = "All"
-    message["MIME-Version"] = "1.0"
-    if not envelope.attachments:
-        return _set_body(message, rendered)
-    _set_multipart(message, "mixed")
-    message.attach(_set_body(Message(policy=_POLICY), rendered))
-    for attachment in envelope.attachments:
-        message.attach(_attachment_part(attachment))
-    return message
+    headers += [
+        ("Auto-Submitted", "auto-replied"),
+        ("X-Auto-Response-Suppress", "All"),
+        ("MIME-Version", "1.0"),
+    ]
+    body = _body(rendered)
+    if envelope.attachments:
+        body = _multipart("mixed", [_entity(*body), *map(_attachment_part, envelope.attachments)])
+    body_headers, payload = body
+    return _entity(headers + body_headers, payload)
 
 
 #: SMTP's limit on a line (RFC 5321 4.5.3.1.6), without its CRLF; the line length to fold at.
@@ -254,26 +252,38 @@ def _folded(name: str, value: str) -> str:
     return folded[len(name) + 1 :].removeprefix(" ").removesuffix(SMTP.linesep)
 
 
-def _set_multipart(part: Message, subtype: str) -> Message:
-    # Our own random boundary: the generator's would cost a regex compiled and run over the text
-    # to check it. "=_" never occurs in quoted-printable or base64, and a 7bit part cannot contain
-    # 96 random bits drawn after it was written.
-    part.add_header("Content-Type", f"multipart/{subtype}", boundary=f"=_{secrets.token_hex(12)}")
-    return part
+#: A MIME entity before it is written: its headers (name, value) and its body, CRLF line ends.
+_Part = tuple[list[tuple[str, str]], bytes]
+_CRLF = b"\r\n"
 
 
-def _set_body(part: Message, rendered: RenderedMail) -> Message:
-    """Make ``part`` the text, or a multipart/alternative of the text and the HTML."""
+def _entity(headers: list[tuple[str, str]], body: bytes) -> bytes:
+    """Headers folded by the policy, the blank line, the body (as the generator writes a part)."""
+    return b"".join([*(_POLICY.fold_binary(name, value) for name, value in headers), _CRLF, body])
+
+
+def _multipart(subtype: str, parts: list[bytes]) -> _Part:
+    """A multipart of written ``parts``, delimited as RFC 2046 (and the generator) do.
+
+    Our own random boundary: "=_" never occurs in quoted-printable or base64, and a 7bit part
+    cannot contain 96 random bits drawn after it was written.
+    """
+    boundary = f"=_{secrets.token_hex(12)}"
+    delimiter = b"--" + boundary.encode("ascii")
+    body = delimiter + _CRLF + (_CRLF + delimiter + _CRLF).join(parts) + _CRLF + delimiter + b"--" + _CRLF
+    return [("Content-Type", f'multipart/{subtype}; boundary="{boundary}"')], body
+
+
+def _body(rendered: RenderedMail) -> _Part:
+    """The text, or a multipart/alternative of the text and the HTML."""
     if rendered.html is None:
-        return _set_text(part, rendered.text, "plain")
-    _set_multipart(part, "alternative")
-    part.attach(_set_text(Message(policy=_POLICY), rendered.text, "plain"))
-    part.attach(_set_text(Message(policy=_POLICY), rendered.html, "html"))
-    return part
+        return _text_part(rendered.text, "plain")
+    return _multipart("alternative", [_entity(*_text_part(rendered.text, "plain")),
+                                      _entity(*_text_part(rendered.html, "html"))])  # fmt: skip
 
 
-def _set_text(part: Message, text: str, subtype: str) -> Message:
-    """Make ``part`` a UTF-8 text part whose content reads back as ``text``.
+def _text_part(text: str, subtype: str) -> _Part:
+    """A UTF-8 text part whose content reads back as ``text``.
 
     As ``set_content`` does: line ends normalised and a final one added; 7bit when ASCII with
     lines within 78 characters, else quoted-printable when under one byte in six needs escaping
@@ -285,55 +295,38 @@ def _set_text(part: Message, text: str, subtype: str) -> Message:
     if not text.endswith("\n"):
         text += "\n"
     data = text.encode()
-    part.add_header("Content-Type", f"text/{subtype}", charset="utf-8")
+    headers = [("Content-Type", f'text/{subtype}; charset="utf-8"')]
     if data.isascii() and max(map(len, text.split("\n"))) <= _FOLD_AT:
-        part["Content-Transfer-Encoding"] = "7bit"
-        part.set_payload(text)
+        encoding, body = "7bit", data
     elif 6 * len(data.translate(None, _ASCII)) <= len(data):  # non-ASCII bytes, each escaped
-        part["Content-Transfer-Encoding"] = "quoted-printable"
-        part.set_payload(quopri.encodestring(data).decode("ascii"))
+        encoding, body = "quoted-printable", quopri.encodestring(data)
     else:
-        part["Content-Transfer-Encoding"] = "base64"
-        part.set_payload(base64.encodebytes(data.replace(b"\n", b"\r\n")).decode("ascii"))
-    return part
+        encoding, body = "base64", base64.encodebytes(data.replace(b"\n", b"\r\n"))
+    headers.append(("Content-Transfer-Encoding", encoding))
+    return headers, _crlf(body)
 
 
-def _attachment_part(attachment: OutgoingAttachment) -> Message:
+def _attachment_part(attachment: OutgoingAttachment) -> bytes:
     """A base64 part named ``attachment.filename`` (RFC 2231 encoded unless printable ASCII)."""
     maintype, _, subtype = attachment.content_type.partition("/")
-    part = Message(policy=_POLICY)
-    part.add_header("Content-Type", f"{maintype or 'application'}/{subtype or 'octet-stream'}")
+    content_type = f"{maintype or 'application'}/{subtype or 'octet-stream'}"
     filename = attachment.filename
-    if filename.isascii() and filename.isprintable():
-        part.add_header("Content-Disposition", "attachment", filename=filename)
+    if not filename:
+        disposition = "attachment; filename"  # as ``add_header`` writes an empty parameter
+    elif filename.isascii() and filename.isprintable():
+        disposition = f'attachment; filename="{quote(filename)}"'
     elif len(encoded := encode_rfc2231(filename, "utf-8")) <= _LONG_PARAMETER:
-        part.add_header("Content-Disposition", "attachment", filename=("utf-8", "", filename))
+        disposition = f"attachment; filename*={encoded}"
     else:
-        part["Content-Disposition"] = _folded("Content-Disposition", f"attachment; filename*={encoded}")
-    part["Content-Transfer-Encoding"] = "base64"
-    part.set_payload(base64.encodebytes(attachment.content).decode("ascii"))
-    return part
+        disposition = _folded("Content-Disposition", f"attachment; filename*={encoded}")
+    headers = [
+        ("Content-Type", content_type),
+        ("Content-Disposition", disposition),
+        ("Content-Transfer-Encoding", "base64"),
+    ]
+    return _entity(headers, _crlf(base64.encodebytes(attachment.content)))
 
 
-#: Any line end (``email.generator`` splits text on the same ones).
-_LINE_END = re.compile(r"\r\n|\r|\n")
-
-
-class _WholeTextGenerator(BytesGenerator):
-    """``BytesGenerator`` writing each text block at once instead of line by line.
-
-    The standard ``_write_lines`` splits a body into lines and writes each with its line end (two
-    calls per line); one substitution of the line ends gives the same bytes in one call.
-    """
-
-    def _write_lines(self, lines: str) -> None:
-        if lines:
-            assert self.policy is not None  # set by flatten() for the whole walk
-            self.write(_LINE_END.sub(self.policy.linesep, lines))
-
-
-def message_bytes(message: Message) -> bytes:
-    """``message.as_bytes()``, the same bytes, written faster (the outbox stores every mail so)."""
-    out = BytesIO()
-    _WholeTextGenerator(out, mangle_from_=False, policy=message.policy).flatten(message)
-    return out.getvalue()
+def _crlf(body: bytes) -> bytes:
+    """``body``, whose lines end in LF alone (normalised text, the codecs' output), with CRLF."""
+    return body.replace(b"\n", _CRLF)
