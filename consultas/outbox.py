@@ -17,14 +17,13 @@ from sqlalchemy import ColumnElement, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from consultas import events
-from consultas.ids import ensure_id
+from consultas.ids import ensure_id, preassign_id
 from consultas.lookup import count_per_recipient
 from consultas.mailer import (
     Envelope,
     OutgoingAttachment,
-    build_message,
+    build_mail,
     deterministic_message_id,
-    message_bytes,
     render,
 )
 from consultas.models import (
@@ -126,12 +125,10 @@ def enqueue_mail(
         recent_by_recipient[primary] += 1
     rendered = render(template, context)
     message_id = deterministic_message_id(idempotency_key, identity.message_id_domain)
-    mime = build_message(
+    raw = build_mail(
         rendered, envelope, sender=identity.address, sender_name=identity.name, message_id=message_id, now=now
     )
-    raw = message_bytes(mime)
     message = Message(
-        consulta=consulta,
         direction=Direction.OUTBOUND,
         channel=Channel.EMAIL,
         kind=MessageKind.OUTGOING,
@@ -153,8 +150,6 @@ def enqueue_mail(
     )
     row = Outbox(
         idempotency_key=idempotency_key,
-        consulta=consulta,
-        message=message,  # one flush writes both rows (and the consulta's, when it is new)
         channel=Channel.EMAIL,
         template=template,
         envelope_to=[*envelope.to, *envelope.cc],
@@ -165,6 +160,15 @@ def enqueue_mail(
         next_attempt_at=now,
         created_at=now,
     )
+    consulta_id = preassign_id(session, consulta) if consulta is not None else None
+    message_pk = preassign_id(session, message)
+    if message_pk is not None and (consulta is None or consulta_id is not None):
+        message.consulta_id = row.consulta_id = consulta_id
+        row.message_pk = message_pk
+        session.add(message)
+    else:
+        message.consulta = row.consulta = consulta
+        row.message = message
     session.add(row)
     ensure_id(session, message)
     ensure_id(session, row)  # callers hint the worker with it; no flush needed on PostgreSQL
