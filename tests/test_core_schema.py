@@ -47,7 +47,7 @@ def test_db_upgrade_command_creates_the_embedded_database_and_is_repeatable(tmp_
         [sys.executable, "-m", "consultas.cli", "db", "current"],
         cwd=tmp_path, capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"},
     )  # fmt: skip
-    assert current.stdout.strip() == "0001"
+    assert current.stdout.strip() == "0002"
 
 
 def test_opening_the_database_warns_when_postgresql_autovacuum_is_off(
@@ -65,3 +65,21 @@ def test_opening_the_database_warns_when_postgresql_autovacuum_is_off(
     warned = [r.getMessage() for r in caplog.records if "autovacuum = off" in r.getMessage()]
     assert len(warned) == (1 if autovacuum_off else 0)
     assert server_warnings(engine) == warned
+
+
+def test_stored_mail_and_attachments_are_compressed_with_lz4_on_postgresql(engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("TOAST compression is PostgreSQL's")
+    with engine.connect() as connection:
+        has_lz4 = connection.exec_driver_sql(
+            "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+        ).scalar()
+        methods = dict(
+            connection.exec_driver_sql(
+                "SELECT attrelid::regclass::text || '.' || attname, attcompression FROM pg_attribute"
+                " WHERE (attrelid::regclass::text, attname) IN"
+                " (('message', 'raw'), ('message', 'body_text'), ('attachment', 'content'))"
+            ).all()
+        )
+    expected = "l" if has_lz4 else ""  # "" is the server's default (pglz)
+    assert methods == {"message.raw": expected, "message.body_text": expected, "attachment.content": expected}
