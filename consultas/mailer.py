@@ -259,7 +259,17 @@ _CRLF = b"\r\n"
 
 def _entity(headers: list[tuple[str, str]], body: bytes) -> bytes:
     """Headers folded by the policy, the blank line, the body (as the generator writes a part)."""
-    return b"".join([*(_POLICY.fold_binary(name, value) for name, value in headers), _CRLF, body])
+    return b"".join([*(_header_line(name, value) for name, value in headers), _CRLF, body])
+
+
+def _header_line(name: str, value: str) -> bytes:
+    """``name: value`` and CRLF, as ``_POLICY.fold_binary`` writes it.
+
+    Most headers are one short line of printable ASCII, written here without the policy's checks.
+    """
+    if value.isascii() and value.isprintable() and value and len(name) + 2 + len(value) <= _FOLD_AT:
+        return f"{name}: {value}\r\n".encode("ascii")
+    return _POLICY.fold_binary(name, value)
 
 
 def _multipart(subtype: str, parts: list[bytes]) -> _Part:

@@ -390,7 +390,7 @@ _BOUNDARY = re.compile(rb"=_[0-9a-f]{24}")
 @pytest.mark.parametrize(
     "text", [TEXT + "\r\nlínea con CRLF\rlínea con CR\n" + "x" * 2000, "Hola\n", "中文" * 300]
 )
-@pytest.mark.parametrize("subject", ["Asunto", SUBJECT, "palabra " * 30])
+@pytest.mark.parametrize("subject", ["Asunto", SUBJECT, "palabra " * 30, "", "con\ttabulador"])
 @pytest.mark.parametrize(
     "envelope",
     [
