@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from bench.intake_topology import DumpedMails
 from tests.plugins.database import PG_ADMIN_URL
@@ -133,3 +134,26 @@ def test_a_mail_smtp_sink_is_still_writing_is_counted_once_its_headers_are_compl
     assert dumped.last_at > 0
     assert dumped.read_new() == 0  # each file counted once (and removed)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_instruction_benchmark_runs_the_intake_over_its_maildir_and_reads_callgrind_totals(
+    tmp_path: Path, db_url: str
+) -> None:
+    from bench.intake_instructions import callgrind_total, run_intake
+
+    maildir = tmp_path / "maildir"
+    for sub in ("new", "cur", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    for name in ("outlook_alternative_labelled.eml", "gmail_alternative_prose.eml"):
+        (maildir / "new" / name).write_bytes((REPO / "tests" / "fixtures" / "mails" / name).read_bytes())
+
+    assert run_intake(db_url, maildir, tmp_path / "var") == 2
+    assert not list((maildir / "new").iterdir())
+    engine = create_engine(db_url)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM consulta")).scalar() == 2
+    engine.dispose()
+
+    out = tmp_path / "callgrind.out"
+    out.write_text("# callgrind format\nversion: 1\ncmd: python\nevents: Ir\nsummary: 123456789\n")
+    assert callgrind_total(out) == 123_456_789
