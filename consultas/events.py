@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from consultas.ids import preassign_id
-from consultas.models import Consulta, Event, Message
+from consultas.models import Consulta, Event, Message, new_row
 
 
 def record(
@@ -27,19 +27,20 @@ def record(
     PostgreSQL (the flush then needs no relationship bookkeeping), elsewhere by relationship: no
     flush is needed here.
     """
-    event = Event(kind=kind, actor=actor, detail=detail, at=now)
+    links: dict[str, Any] = {}
     if consulta is not None:
         consulta_id = preassign_id(session, consulta)
         if consulta_id is not None:
-            event.consulta_id = consulta_id
-        else:
-            event.consulta = consulta
+            links["consulta_id"] = consulta_id
     if message is not None:
         message_pk = preassign_id(session, message)
         if message_pk is not None:
-            event.message_pk = message_pk
-        else:
-            event.message = message
+            links["message_pk"] = message_pk
+    event = new_row(Event, kind=kind, actor=actor, detail=detail, at=now, **links)
+    if consulta is not None and "consulta_id" not in links:
+        event.consulta = consulta
+    if message is not None and "message_pk" not in links:
+        event.message = message
     session.add(event)
     preassign_id(session, event)
     return event

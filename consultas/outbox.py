@@ -34,6 +34,7 @@ from consultas.models import (
     MessageKind,
     Outbox,
     OutboxStatus,
+    new_row,
 )
 from consultas.txcache import transaction_cache
 
@@ -128,7 +129,8 @@ def enqueue_mail(
     raw = build_mail(
         rendered, envelope, sender=identity.address, sender_name=identity.name, message_id=message_id, now=now
     )
-    message = Message(
+    message = new_row(
+        Message,
         direction=Direction.OUTBOUND,
         channel=Channel.EMAIL,
         kind=MessageKind.OUTGOING,
@@ -148,7 +150,8 @@ def enqueue_mail(
         imap_uidvalidity=None,
         received_at=now,
     )
-    row = Outbox(
+    row = new_row(
+        Outbox,
         idempotency_key=idempotency_key,
         channel=Channel.EMAIL,
         template=template,

@@ -26,6 +26,7 @@ from consultas.models import (
     Direction,
     Message,
     MessageKind,
+    new_row,
 )
 from consultas.numbering import number_block
 from consultas.outbox import preload_recent_automatic
@@ -176,7 +177,8 @@ def store_message(
 
     ``flush=False`` leaves the rows pending (the caller's next flush or query writes them).
     """
-    message = Message(
+    message = new_row(
+        Message,
         direction=Direction.INBOUND,
         channel=Channel.EMAIL,
         kind=MessageKind.CITIZEN,
@@ -353,7 +355,8 @@ def quarantine_mail(
     if existing is not None:
         return existing
     header_id = _header_message_id(raw)
-    message = Message(
+    message = new_row(
+        Message,
         direction=Direction.INBOUND,
         channel=Channel.EMAIL,
         kind=MessageKind.QUARANTINED,

@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect
+from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.db import open_database, server_warnings
-from consultas.models import Base
+from consultas.models import Base, Event, new_row
 
 
 def test_migrated_schema_matches_the_models(engine: Engine) -> None:
@@ -83,3 +85,27 @@ def test_stored_mail_and_attachments_are_compressed_with_lz4_on_postgresql(engin
         )
     expected = "l" if has_lz4 else ""  # "" is the server's default (pglz)
     assert methods == {"message.raw": expected, "message.body_text": expected, "attachment.content": expected}
+
+
+def test_a_row_made_by_new_row_is_written_with_its_values_and_relationships_are_refused(
+    sessions: sessionmaker[Session],
+) -> None:
+    at = datetime(2026, 3, 2, 15, 4, 5, tzinfo=UTC)
+    with sessions.begin() as session:
+        event = new_row(Event, kind="received", actor="test", detail={"canal": "email"}, at=at)
+        session.add(event)
+        session.flush()
+        event_id = event.id
+    with sessions() as session:
+        stored = session.get(Event, event_id)
+        assert stored is not None
+        assert (stored.kind, stored.actor, stored.detail, stored.at) == (
+            "received",
+            "test",
+            {"canal": "email"},
+            at,
+        )
+    with pytest.raises(TypeError, match="consulta"):
+        new_row(Event, kind="received", at=at, consulta=None)  # a relationship, not a column
+    with pytest.raises(TypeError, match="colour"):
+        new_row(Event, kind="received", at=at, colour="red")
