@@ -15,8 +15,6 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from email.charset import BASE64, Charset
-from email.header import Header
 from email.policy import SMTP, Compat32
 from email.utils import encode_rfc2231, format_datetime, formataddr, quote
 from pathlib import Path
@@ -196,12 +194,12 @@ class _SMTPCompat32(Compat32):
 
 
 _POLICY = _SMTPCompat32(linesep="\r\n", mangle_from_=False, max_line_length=_FOLD_AT)
-#: UTF-8 for headers, as base64 encoded words: ``Header`` splits those several times faster than
-#: quoted-printable ones.
-_UTF8_HEADER = Charset("utf-8")
-_UTF8_HEADER.header_encoding = BASE64
-#: The longest word of a header value stored as it is; ``Header`` only folds between words.
+#: The longest word of a header value stored as it is; the policy only folds between words.
 _LONGEST_WORD = 900
+#: An RFC 2047 encoded word of UTF-8 text in base64, around the encoded bytes; and the length of a
+#: folded header line it keeps within (RFC 2047 section 2: 76, continuation space included).
+_WORD_START, _WORD_END = "=?utf-8?b?", "?="
+_ENCODED_LINE = 76
 _ASCII = bytes(range(128))
 #: An RFC 2231 ``filename*=`` value longer than this is left to ``policy.SMTP``, which splits it
 #: in numbered sections; shorter ones stay on one line.
@@ -223,7 +221,29 @@ def _unstructured(name: str, text: str) -> str:
     """Free text for header ``name``: as it is when ASCII, else folded RFC 2047 encoded words."""
     if _foldable_ascii(_checked(text)):
         return text
-    return Header(text, _UTF8_HEADER, header_name=name).encode()
+    return _encoded_words(name, text)
+
+
+def _encoded_words(name: str, text: str) -> str:
+    """``text`` as UTF-8 base64 encoded words, one per line (lines joined by LF and a space).
+
+    Each word takes as many whole characters as fit its line: ``name: `` and the word on the first
+    line, a space and the word on the others, within ``_ENCODED_LINE`` characters. A reader joins
+    adjacent encoded words without the space between them (RFC 2047 section 6.2).
+    """
+    chrome = len(_WORD_START) + len(_WORD_END)
+    room = _ENCODED_LINE - len(name) - 2 - chrome  # base64 characters the first word may have
+    words: list[bytes] = []
+    word = bytearray()
+    for character in text:
+        encoded = character.encode()
+        if word and 4 * -(-(len(word) + len(encoded)) // 3) > room:  # base64 of n bytes: 4*ceil(n/3)
+            words.append(bytes(word))
+            word.clear()
+            room = _ENCODED_LINE - 1 - chrome
+        word += encoded
+    words.append(bytes(word))
+    return "\n ".join(f"{_WORD_START}{base64.b64encode(w).decode('ascii')}{_WORD_END}" for w in words)
 
 
 def _structured(name: str, value: str) -> str:

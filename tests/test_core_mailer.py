@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import quopri
 import re
 from collections.abc import Iterator, Sequence
@@ -143,6 +144,9 @@ def test_with_html_the_mail_is_multipart_alternative_text_then_html() -> None:
         "[CONS-2026-000001] Su consulta ha sido registrada",
         "Re: [CONS-2026-000123] ¿Cómo registro una inversión en el Banco de Inversiones del año 2026? "
         "— Municipalidad Distrital de San Juan de Lurigancho · señor José Pérez Quispe",
+        "Emoji 😀 " * 20,
+        "中文字符" * 40,
+        "x" * 1200,  # one word too long to stay as it is
     ],
 )
 def test_non_ascii_subject_and_sender_name_come_back_decoded(subject: str, sender_name: str) -> None:
@@ -157,6 +161,14 @@ def test_non_ascii_subject_and_sender_name_come_back_decoded(subject: str, sende
     assert mail["Subject"] == subject
     assert _addresses(mail, "From") == [(sender_name, SENDER)]
     assert not mail["Subject"].defects and not mail["From"].defects
+    head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    subject_lines = head.split("\r\nSubject: ", 1)[1].split("\r\n")
+    subject_lines = [
+        "Subject: " + subject_lines[0],
+        *itertools.takewhile(lambda line: line.startswith(" "), subject_lines[1:]),
+    ]
+    encoded = [line for line in subject_lines if "=?utf-8?" in line]
+    assert all(len(line) <= 76 for line in encoded), encoded  # RFC 2047 section 2 ("Subject: " included)
 
 
 def test_recipients_reply_to_and_threading_headers_are_kept() -> None:
