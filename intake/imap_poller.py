@@ -244,7 +244,9 @@ async def poll_connection(connection: ImapConnection, context: PollContext) -> P
     and ``batch_max_bytes`` bytes (``intake.batching``). For each batch in UID order: UID FETCH
     BODY.PEEK[] -> one transaction through the pipeline
     (a failing batch is redone mail by mail, quarantining the ones that fail) -> commit -> UID MOVE
-    of the committed set. The next batch is fetched while this one is processed.
+    of the committed set. The next batch is fetched, and the previous one moved, while this one is
+    processed; a batch's mails are moved only after its commit, and a crash before they are re-reads
+    them as duplicates.
     """
     settings = context.settings
     selected = await connection.select(settings.imap_folder)
@@ -257,6 +259,7 @@ async def poll_connection(connection: ImapConnection, context: PollContext) -> P
     sized = await _weigh(connection, uids, context)
     batches = size_bounded_batches(sized, max_count=context.batch_size, max_bytes=context.batch_max_bytes)
     prefetch: asyncio.Task[list[tuple[int, bytes]]] | None = asyncio.create_task(connection.fetch(batches[0]))
+    moving: asyncio.Task[int] | None = None
     lease_checked = time.monotonic()
     try:
         for index in range(len(batches)):
@@ -267,7 +270,12 @@ async def poll_connection(connection: ImapConnection, context: PollContext) -> P
             context.crash("after_fetch")
             if index + 1 < len(batches):
                 prefetch = asyncio.create_task(connection.fetch(batches[index + 1]))
+            # The previous batch's UID MOVE runs on the connection while this one is written.
             outcome = await asyncio.to_thread(_commit_batch, context, fetched, selected.uidvalidity)
+            if moving is not None:
+                result.counts["moved"] += await moving
+                moving = None
+                context.crash("after_move")
             collect_after_batch(sum(len(raw) for _, raw in fetched))  # large batches only; ~20 ms
             result.counts.update(outcome.counts)
             context.crash("after_commit")
@@ -276,17 +284,26 @@ async def poll_connection(connection: ImapConnection, context: PollContext) -> P
             if outcome.quarantined:
                 await connection.ensure_folder(settings.imap_quarantine_folder)
             context.crash("before_move")
-            await connection.move(outcome.done, settings.imap_processed_folder)
-            await connection.move(outcome.quarantined, settings.imap_quarantine_folder)
-            result.counts["moved"] += len(outcome.done)
-            context.crash("after_move")
+            moving = asyncio.create_task(_move(connection, outcome, settings))
             if context.lease is not None and time.monotonic() - lease_checked > _renew_every_s(context.lease):
                 await _renew(context.lease)
                 lease_checked = time.monotonic()
+        if moving is not None:
+            result.counts["moved"] += await moving
+            moving = None
+            context.crash("after_move")
     finally:
-        if prefetch is not None:
-            prefetch.cancel()
+        for task in (prefetch, moving):
+            if task is not None:
+                task.cancel()
     return result
+
+
+async def _move(connection: ImapConnection, outcome: _BatchOutcome, settings: Settings) -> int:
+    """Move a committed batch's mails out of the intake folder; returns how many were processed."""
+    await connection.move(outcome.done, settings.imap_processed_folder)
+    await connection.move(outcome.quarantined, settings.imap_quarantine_folder)
+    return len(outcome.done)
 
 
 async def _weigh(connection: ImapConnection, uids: list[int], context: PollContext) -> list[tuple[int, int]]:
