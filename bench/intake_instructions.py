@@ -26,20 +26,15 @@ import os
 import subprocess
 import sys
 import tempfile
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-
-from sqlalchemy import create_engine, text
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.bench_intake import (  # noqa: E402 (the repo root must be importable first)
-    PG_ADMIN_URL,
     generate_corpus,
+    throwaway_database,
 )
 
 BATCH_SIZE = 100
@@ -88,31 +83,9 @@ def callgrind_total(path: Path) -> int:
     raise ValueError(f"{path} has no summary line")
 
 
-@contextmanager
-def template_database() -> Iterator[str]:
-    """A migrated database to clone each run's database from; dropped at the end."""
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"consultas_bench_tpl_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        upgrade = "import sys; from consultas.db import upgrade; upgrade(sys.argv[1])"
-        subprocess.run([sys.executable, "-c", upgrade, url], check=True)
-        yield name
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def count_instructions(n: int, corpus: Path, template: str, work: Path) -> int:
-    """Instructions of one intake run over the first ``n`` mails, in a fresh clone of ``template``."""
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"consultas_bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-    try:
+    """Instructions of one intake run over the first ``n`` mails, in a fresh copy of ``template``."""
+    with throwaway_database(keep=False, template=template) as url:
         maildir, var = work / f"maildir-{n}", work / f"var-{n}"
         for sub in ("new", "cur", "tmp"):
             (maildir / sub).mkdir(parents=True)
@@ -120,7 +93,6 @@ def count_instructions(n: int, corpus: Path, template: str, work: Path) -> int:
         for mail in sorted(corpus.glob("*.eml"))[:n]:
             os.link(mail, maildir / "new" / mail.name)
         out = work / f"callgrind-{n}.out"
-        url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
         subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
              sys.executable, __file__, "--child", url, str(maildir), str(var)],
@@ -130,10 +102,6 @@ def count_instructions(n: int, corpus: Path, template: str, work: Path) -> int:
         if left:
             raise RuntimeError(f"{len(left)} mails were left unprocessed in {maildir}/new")
         return callgrind_total(out)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not 0 < args.small < args.large:
         parser.error("--small must be positive and below --large")
-    with tempfile.TemporaryDirectory() as tmp, template_database() as template:
+    with tempfile.TemporaryDirectory() as tmp, throwaway_database(keep=False) as template_url:
         work = Path(tmp)
+        template = template_url.rsplit("/", 1)[1]
         corpus = work / "corpus"
         generate_corpus(args.large, corpus)
         small = count_instructions(args.small, corpus, template, work)
