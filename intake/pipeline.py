@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from consultas import events
 from consultas.context import ServiceConfig
+from consultas.ids import reserve_ids
 from consultas.lookup import sent_message_pks, stored_message_pks
 from consultas.models import (
     Attachment,
@@ -49,6 +50,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: The rows a citizen's complete mail adds (the consulta; the mail, its confirmation and the routed
+#: mail; received, admitted, classified and routed events; two outbox rows): a batch reserves their
+#: ids at once (``consultas.ids.reserve_ids``).
+ROWS_PER_ADMITTED_MAIL = {"consulta": 1, "message": 3, "event": 4, "outbox": 2}
 #: How much of a quarantined mail's error OGDAU's alert quotes.
 QUARANTINE_DETAIL_CHARS = 500
 
@@ -135,6 +140,8 @@ def process_inbound_batch(
     """
     parsed = [parse_mail(raw, max_attachment_bytes=config.max_attachment_bytes) for raw, _ in raws]
     stored = stored_message_ids(session, mailbox, [mail.message_id for mail in parsed])
+    new_mails = sum(mail.message_id not in stored for mail in parsed)
+    reserve_ids(session, {table: rows * new_mails for table, rows in ROWS_PER_ADMITTED_MAIL.items()})
     preload_recent_automatic(session, [mail.sender for mail in parsed], now=now())
     seen: set[str] = set()
     outcomes = []

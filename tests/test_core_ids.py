@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from consultas.ids import ensure_id, is_new
+from consultas.ids import ensure_id, is_new, preassign_id, reserve_ids
 from consultas.models import Channel, Consulta, ConsultaStatus
 from consultas.txcache import forget, transaction_cache
 
@@ -68,3 +68,31 @@ def test_a_transaction_cache_lasts_until_the_transaction_ends(sessions: sessionm
         session.rollback()
     assert transaction_cache(session, "t") == {}
     session.close()
+
+
+def test_reserved_ids_are_handed_out_without_another_query(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        engine = session.get_bind()
+        statements: list[str] = []
+
+        def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+            statements.append(statement)
+
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            reserve_ids(session, {"consulta": 250, "event": 0})
+            reserved = len(statements)
+            rows = [_consulta() for _ in range(250)]
+            session.add_all(rows)
+            ids = [preassign_id(session, row) for row in rows]
+            handed_out = len(statements) - reserved
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        if engine.dialect.name == "postgresql":
+            assert reserved == 1 and handed_out == 0  # 250 ids: three pool refills without the reservation
+            numbers = [i for i in ids if i is not None]
+            assert len(set(numbers)) == 250 and numbers == sorted(numbers)
+        else:
+            assert reserved == 0 and ids == [None] * 250  # SQLite: the flush assigns them
+    with sessions() as session:
+        assert session.scalar(select(func.count(Consulta.id))) == 250
