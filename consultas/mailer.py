@@ -175,8 +175,10 @@ class _SMTPCompat32(Compat32):
     def _as_is(self, name: str, value: str) -> str | None:
         if not isinstance(value, str) or not value.isascii():
             return None
-        first, *rest = value.splitlines() or [""]
         limit = self.max_line_length or _MAX_LINE
+        if value and value.isprintable() and len(name) + 2 + len(value) <= limit:
+            return f"{name}: {value}{self.linesep}"  # one short line, most headers: no splitting
+        first, *rest = value.splitlines() or [""]
         fits = len(name) + 2 + len(first) <= limit and all(len(line) <= limit for line in rest)
         one_word = not rest and len(name) + 2 + len(first) <= _MAX_LINE and len(first.split()) == 1
         if not (fits or one_word):
@@ -279,17 +281,7 @@ _CRLF = b"\r\n"
 
 def _entity(headers: list[tuple[str, str]], body: bytes) -> bytes:
     """Headers folded by the policy, the blank line, the body (as the generator writes a part)."""
-    return b"".join([*(_header_line(name, value) for name, value in headers), _CRLF, body])
-
-
-def _header_line(name: str, value: str) -> bytes:
-    """``name: value`` and CRLF, as ``_POLICY.fold_binary`` writes it.
-
-    Most headers are one short line of printable ASCII, written here without the policy's checks.
-    """
-    if value.isascii() and value.isprintable() and value and len(name) + 2 + len(value) <= _FOLD_AT:
-        return f"{name}: {value}\r\n".encode("ascii")
-    return _POLICY.fold_binary(name, value)
+    return b"".join([*(_POLICY.fold_binary(name, value) for name, value in headers), _CRLF, body])
 
 
 def _multipart(subtype: str, parts: list[bytes]) -> _Part:

@@ -312,6 +312,21 @@ def test_a_line_break_in_the_subject_is_refused() -> None:
         )
 
 
+def test_long_ascii_header_values_are_folded_within_78_characters() -> None:
+    subject = ("palabra " * 30).strip()
+    references = [f"<referencia-{i}@example.pe>" for i in range(12)]
+    raw = _build(
+        RenderedMail(subject=subject, text=TEXT, html=None),
+        Envelope(to=["jose@example.pe"], references=references),
+    )
+
+    head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii").split("\r\n")
+    assert max(len(line) for line in head) <= 78, [line for line in head if len(line) > 78]
+    mail = _parse(raw)
+    assert mail["Subject"] == subject
+    assert mail["References"].split() == references
+
+
 def test_a_long_outlook_message_id_is_threaded_verbatim_not_as_encoded_words() -> None:
     # Exchange/Outlook ids are often over 64 characters; mail clients match them byte for byte.
     long_id = "<PH0PR12MB5468C0FFEE1234567890ABCDEF1234567890@PH0PR12MB5468.namprd12.prod.outlook.com>"
