@@ -45,15 +45,9 @@ def preassign_id(session: Session, row: _HasId) -> int | None:
         return row.id
     if session.get_bind().dialect.name != "postgresql":
         return None
-    pools: dict[str, list[int]] = session.info.setdefault(_POOL_KEY, {})
-    pool = pools.setdefault(row.__tablename__, [])
+    pool = _pools(session).setdefault(row.__tablename__, [])
     if not pool:
-        with session.no_autoflush:
-            fetched = session.execute(
-                text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"),
-                {"table": row.__tablename__, "n": POOL_SIZE},
-            ).scalars()
-            pool.extend(sorted(fetched, reverse=True))  # pop() hands them out in ascending order
+        reserve_ids(session, {row.__tablename__: POOL_SIZE})
     row.id = pool.pop()
     return row.id
 
@@ -78,11 +72,17 @@ def reserve_ids(session: Session, wanted: Mapping[str, int]) -> None:
             ),
             {"names": list(counts), "counts": list(counts.values())},
         ).all()
-    pools: dict[str, list[int]] = session.info.setdefault(_POOL_KEY, {})
+    pools = _pools(session)
+    for table, value in fetched:
+        pools.setdefault(table, []).append(value)
     for table in counts:
-        pool = pools.setdefault(table, [])
-        pool.extend(value for name, value in fetched if name == table)
-        pool.sort(reverse=True)  # pop() hands them out in ascending order
+        pools[table].sort(reverse=True)  # pop() hands them out in ascending order
+
+
+def _pools(session: Session) -> dict[str, list[int]]:
+    """This session's unused ids, by table."""
+    pools: dict[str, list[int]] = session.info.setdefault(_POOL_KEY, {})
+    return pools
 
 
 def is_new(row: object) -> bool:
