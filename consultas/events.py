@@ -27,19 +27,15 @@ def record(
     PostgreSQL (the flush then needs no relationship bookkeeping), elsewhere by relationship: no
     flush is needed here.
     """
-    links: dict[str, Any] = {}
-    if consulta is not None:
-        consulta_id = preassign_id(session, consulta)
-        if consulta_id is not None:
-            links["consulta_id"] = consulta_id
-    if message is not None:
-        message_pk = preassign_id(session, message)
-        if message_pk is not None:
-            links["message_pk"] = message_pk
-    event = new_row(Event, kind=kind, actor=actor, detail=detail, at=now, **links)
-    if consulta is not None and "consulta_id" not in links:
+    consulta_id = preassign_id(session, consulta) if consulta is not None else None
+    message_pk = preassign_id(session, message) if message is not None else None
+    event = new_row(
+        Event, kind=kind, actor=actor, detail=detail, at=now, consulta_id=consulta_id, message_pk=message_pk
+    )
+    # Rows not written yet on SQLite: the flush assigns their ids and copies them by relationship.
+    if consulta is not None and consulta_id is None:
         event.consulta = consulta
-    if message is not None and "message_pk" not in links:
+    if message is not None and message_pk is None:
         event.message = message
     session.add(event)
     preassign_id(session, event)

@@ -163,10 +163,11 @@ def enqueue_mail(
         next_attempt_at=now,
         created_at=now,
     )
-    consulta_id = preassign_id(session, consulta) if consulta is not None else None
     message_pk = preassign_id(session, message)
-    if message_pk is not None and (consulta is None or consulta_id is not None):
-        message.consulta_id = row.consulta_id = consulta_id
+    if message_pk is not None:  # PostgreSQL: linked by ids, so the flush needs no relationship work
+        message.consulta_id = row.consulta_id = (
+            preassign_id(session, consulta) if consulta is not None else None
+        )
         row.message_pk = message_pk
         session.add(message)
     else:
