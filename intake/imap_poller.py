@@ -273,9 +273,7 @@ async def poll_connection(connection: ImapConnection, context: PollContext) -> P
             # The previous batch's UID MOVE runs on the connection while this one is written.
             outcome = await asyncio.to_thread(_commit_batch, context, fetched, selected.uidvalidity)
             if moving is not None:
-                result.counts["moved"] += await moving
-                moving = None
-                context.crash("after_move")
+                result.counts["moved"] += await _moved(moving, context)
             collect_after_batch(sum(len(raw) for _, raw in fetched))  # large batches only; ~20 ms
             result.counts.update(outcome.counts)
             context.crash("after_commit")
@@ -289,14 +287,19 @@ async def poll_connection(connection: ImapConnection, context: PollContext) -> P
                 await _renew(context.lease)
                 lease_checked = time.monotonic()
         if moving is not None:
-            result.counts["moved"] += await moving
-            moving = None
-            context.crash("after_move")
+            result.counts["moved"] += await _moved(moving, context)
     finally:
         for task in (prefetch, moving):
             if task is not None:
-                task.cancel()
+                task.cancel()  # a no-op for a task already done
     return result
+
+
+async def _moved(moving: asyncio.Task[int], context: PollContext) -> int:
+    """Wait for a batch's move to finish; returns how many mails it moved to the processed folder."""
+    moved = await moving
+    context.crash("after_move")
+    return moved
 
 
 async def _move(connection: ImapConnection, outcome: _BatchOutcome, settings: Settings) -> int:
