@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from consultas.bulkwrite import add_row
 from consultas.ids import preassign_id
 from consultas.models import Consulta, Event, Message, new_row
 
@@ -37,6 +38,6 @@ def record(
         event.consulta = consulta
     if message is not None and message_pk is None:
         event.message = message
-    session.add(event)
     preassign_id(session, event)
+    add_row(session, event)  # written with COPY within a batch's copy_block (PostgreSQL)
     return event

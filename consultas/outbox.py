@@ -17,6 +17,7 @@ from sqlalchemy import ColumnElement, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from consultas import events
+from consultas.bulkwrite import add_row
 from consultas.ids import ensure_id, preassign_id
 from consultas.lookup import count_per_recipient
 from consultas.mailer import (
@@ -169,11 +170,13 @@ def enqueue_mail(
             preassign_id(session, consulta) if consulta is not None else None
         )
         row.message_pk = message_pk
-        session.add(message)
+        preassign_id(session, row)
+        add_row(session, message)  # both written with COPY within a batch's copy_block
+        add_row(session, row)
     else:
         message.consulta = row.consulta = consulta
         row.message = message
-    session.add(row)
+        session.add(row)
     ensure_id(session, message)
     ensure_id(session, row)  # callers hint the worker with it; no flush needed on PostgreSQL
     return row

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consultas import events
+from consultas.bulkwrite import copy_block
 from consultas.context import ServiceConfig
 from consultas.ids import reserve_ids
 from consultas.lookup import sent_message_pks, stored_message_pks
@@ -145,7 +146,7 @@ def process_inbound_batch(
     preload_recent_automatic(session, [mail.sender for mail in parsed], now=now())
     seen: set[str] = set()
     outcomes = []
-    with number_block(session, len(raws)):
+    with number_block(session, len(raws)), copy_block(session):
         for (raw, uid), mail in zip(raws, parsed, strict=True):
             outcomes.append(
                 process_inbound_mail(
