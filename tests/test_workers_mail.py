@@ -16,6 +16,7 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.clock import FixedClock
+from consultas.errors import PermanentError
 from consultas.mailer import Envelope
 from consultas.models import Event, Organo, Outbox, OutboxStatus, RedMember, RedRole
 from consultas.outbox import MailIdentity, enqueue_mail
@@ -24,7 +25,14 @@ from tests.servers.smtp_sink import SmtpSink
 from workers.broker import OUTBOX_QUEUE, configure_broker
 from workers.mail import Outcome, Sender, drain_outbox, hint_send, send_outbox_row
 from workers.runtime import Runtime, close_runtime, init_runtime
-from workers.transport import FileTransport
+from workers.transport import (
+    Delivery,
+    FileTransport,
+    MailTransport,
+    RecipientsRefusedError,
+    SendResult,
+    SmtpTransport,
+)
 
 NOW = datetime(2024, 11, 28, 15, 0, tzinfo=UTC)
 IDENTITY = MailIdentity(address="consultas@mef.gob.pe", name="Consultas MEF")
@@ -326,3 +334,46 @@ def init_runtime_sessions() -> sessionmaker[Session]:
     from workers.runtime import get_runtime
 
     return get_runtime().sessions
+
+
+def _mail(n: int) -> bytes:
+    return (
+        f"From: consultas@mef.gob.pe\r\nTo: jose@example.pe\r\nSubject: Aviso {n}\r\n"
+        f"Message-ID: <aviso-{n}@consultas.mef.gob.pe>\r\n\r\nCuerpo {n}\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize("transport_kind", ["smtp", "file"])
+def test_send_many_gives_each_mail_its_own_result_and_a_failure_stops_none(
+    transport_kind: str, smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    transport: MailTransport
+    if transport_kind == "smtp":
+        transport = SmtpTransport(host=smtp_sink.host, port=smtp_sink.port, starttls=False)
+        smtp_sink.reject_rcpt("nadie@example.pe", 550)
+    else:
+        transport = FileTransport(tmp_path / "outbox")
+    sender = "consultas@mef.gob.pe"
+    try:
+        results = transport.send_many(
+            [
+                Delivery(_mail(1), sender, ["jose@example.pe"]),
+                Delivery(_mail(2), sender, []),  # nobody to send it to
+                Delivery(_mail(3), sender, ["nadie@example.pe"]),  # refused by the SMTP server
+                Delivery(_mail(4), sender, ["jose@example.pe", "nadie@example.pe"]),
+            ]
+        )
+    finally:
+        transport.close()
+    if transport_kind == "file":  # a file is written whoever the mail is for
+        assert all(isinstance(result, SendResult) for result in results)
+        assert len(list((tmp_path / "outbox").iterdir())) == 4
+        return
+    assert isinstance(results[0], SendResult) and not results[0].refused
+    assert isinstance(results[1], PermanentError) and "no recipients" in str(results[1])
+    assert isinstance(results[2], RecipientsRefusedError) and "550" in results[2].refused["nadie@example.pe"]
+    assert isinstance(results[3], SendResult) and list(results[3].refused) == ["nadie@example.pe"]
+    assert [(m.subject, m.rcpt_tos) for m in smtp_sink.messages] == [
+        ("Aviso 1", ["jose@example.pe"]),
+        ("Aviso 4", ["jose@example.pe"]),
+    ]

@@ -40,7 +40,7 @@ from consultas.outbox import (
 )
 from workers.broker import OUTBOX_QUEUE, actor, send_hint
 from workers.runtime import Runtime, get_runtime, worker_name
-from workers.transport import MailTransport, RecipientsRefusedError, SendResult
+from workers.transport import Delivery, MailTransport, RecipientsRefusedError, SendResult
 
 logger = logging.getLogger(__name__)
 
@@ -134,17 +134,18 @@ class Sender:
                 jobs = self._in_office_hours(session, jobs)
                 outcomes[Outcome.POSTPONED] += loaded - len(jobs)
             sent: list[tuple[_Job, SendResult]] = []
-            for job in jobs:
-                try:
-                    sent.append((job, self._send(job)))
-                except PermanentError as exc:
-                    refused = exc.refused if isinstance(exc, RecipientsRefusedError) else {}
-                    outcomes[self._record_failure(job, str(exc), refused)] += 1
-                except TransientError as exc:
-                    outcomes[self._record_retry(job, str(exc))] += 1
-                except Exception as exc:  # per-row boundary, as in ``deliver``
-                    logger.exception("outbox %s (%s) failed unexpectedly", job.outbox_id, job.message_id)
-                    outcomes[self._record_retry(job, f"unexpected error: {exc!r}")] += 1
+            for job, result in zip(jobs, self._send_all(jobs), strict=True):
+                if isinstance(result, SendResult):
+                    sent.append((job, result))
+                elif isinstance(result, PermanentError):
+                    refused = result.refused if isinstance(result, RecipientsRefusedError) else {}
+                    outcomes[self._record_failure(job, str(result), refused)] += 1
+                elif isinstance(result, TransientError):
+                    outcomes[self._record_retry(job, str(result))] += 1
+                else:  # per-row boundary: a bug in one row's send leaves it to the retries
+                    logger.error("outbox %s (%s) failed unexpectedly", job.outbox_id, job.message_id,
+                                 exc_info=result)  # fmt: skip
+                    outcomes[self._record_retry(job, f"unexpected error: {result!r}")] += 1
             if not sent:
                 continue
             with self.sessions.begin() as session:
@@ -173,11 +174,18 @@ class Sender:
                         [job.outbox_id for job in waiting], opening.isoformat())  # fmt: skip
         return [job for job in jobs if job.template not in OFFICE_HOURS_TEMPLATES]
 
-    def _send(self, job: _Job) -> SendResult:
-        if job.channel == Channel.TELEGRAM:
+    def _send_all(self, jobs: list[_Job]) -> list[SendResult | Exception]:
+        """Each job's send result or exception, in order: the mails in one ``send_many``."""
+        mails = [Delivery(job.raw, job.sender, job.recipients) for job in jobs if not _is_telegram(job)]
+        mail_results = iter(self.transport.send_many(mails) if mails else [])
+        return [self._telegram(job) if _is_telegram(job) else next(mail_results) for job in jobs]
+
+    def _telegram(self, job: _Job) -> SendResult | Exception:
+        try:
             self._send_telegram(job)
-            return SendResult()
-        return self.transport.send(job.raw, sender=job.sender, recipients=job.recipients)
+        except Exception as exc:  # per-row boundary, as for mails in ``send_many``
+            return exc
+        return SendResult()
 
     def _send_telegram(self, job: _Job) -> None:
         if not self.telegram_token:
@@ -213,6 +221,10 @@ class Sender:
                     refused=refused, red_bounced=bounced)  # fmt: skip
         logger.error("outbox %s (%s) failed permanently: %s", job.outbox_id, job.message_id, error)
         return Outcome.FAILED
+
+
+def _is_telegram(job: _Job) -> bool:
+    return job.channel == Channel.TELEGRAM
 
 
 async def _await(awaitable: Any) -> Any:

