@@ -48,7 +48,8 @@ def preassign_id(session: Session, row: _HasId) -> int | None:
     pool = _pools(session).setdefault(row.__tablename__, [])
     if not pool:
         reserve_ids(session, {row.__tablename__: POOL_SIZE})
-    row.id = pool.pop()
+    # Straight into the row: it is new (no id yet), so nothing but its INSERT reads the value.
+    row.__dict__["id"] = pool.pop()
     return row.id
 
 

@@ -31,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, relationship
+from sqlalchemy.orm.attributes import instance_state
 
 #: Constraint names that are the same on SQLite and PostgreSQL (Alembic needs them stable).
 NAMING_CONVENTION = {
@@ -101,6 +102,22 @@ def new_row(model: type[RowT], /, **columns: Any) -> RowT:
     row = model()
     row.__dict__.update(columns)
     return row
+
+
+def set_columns(row: Base, /, **columns: Any) -> None:
+    """Set column values of ``row``; of a row not written yet, without attribute events (as ``new_row``).
+
+    A row that is written already (it has an identity) changes through the ORM as usual, so that
+    its UPDATE sees the change. Only columns: relationships are refused with ``TypeError``.
+    """
+    unknown = columns.keys() - _column_keys(type(row))
+    if unknown:
+        raise TypeError(f"{type(row).__name__} has no column {sorted(unknown)}")
+    if instance_state(row).key is None:  # new or pending: its INSERT reads the values as they are
+        row.__dict__.update(columns)
+        return
+    for key, value in columns.items():
+        setattr(row, key, value)
 
 
 @functools.cache

@@ -35,7 +35,7 @@ from consultas.context import ServiceConfig
 from consultas.ids import ensure_id, is_new
 from consultas.lookup import sent_message_pks
 from consultas.mailer import Envelope
-from consultas.models import Channel, Consulta, ConsultaStatus, Message, MessageKind
+from consultas.models import Channel, Consulta, ConsultaStatus, Message, MessageKind, new_row, set_columns
 from consultas.numbering import find_numbers, next_number
 from consultas.outbox import enqueue_mail
 from intake.mime import ParsedMail
@@ -148,7 +148,8 @@ def find_related_consulta(session: Session, mail: ParsedMail, *, config: Service
 
 
 def _new_consulta(session: Session, mail: ParsedMail, message: Message, *, now: datetime) -> Consulta:
-    consulta = Consulta(
+    consulta = new_row(
+        Consulta,
         channel=Channel.EMAIL,
         status=ConsultaStatus.SUBSANACION,
         subject=mail.subject[:998] or None,
@@ -289,14 +290,18 @@ def admit(
     ``presented_on`` comes from ``received_at`` (the arrival instant), never a mail's Date header.
     """
     presented_on = config.calendar.presented_on(consulta.received_at)
-    consulta.number = next_number(session, prefix=config.number_prefix, year=presented_on.year)
-    consulta.status = ConsultaStatus.ADMITIDA
-    consulta.admitted_at = now
-    consulta.presented_on = presented_on
-    consulta.due_on = config.calendar.due_on(presented_on, config.due_working_days)
-    consulta.missing = []
-    consulta.invalid = []
-    consulta.updated_at = now
+    due_on = config.calendar.due_on(presented_on, config.due_working_days)
+    set_columns(
+        consulta,
+        number=next_number(session, prefix=config.number_prefix, year=presented_on.year),
+        status=ConsultaStatus.ADMITIDA,
+        admitted_at=now,
+        presented_on=presented_on,
+        due_on=due_on,
+        missing=[],
+        invalid=[],
+        updated_at=now,
+    )
     # No flush here: the number is written with the next write (the confirmation), same transaction.
     events.record(
         session,
@@ -305,7 +310,7 @@ def admit(
         consulta=consulta,
         number=consulta.number,
         presented_on=presented_on.isoformat(),
-        due_on=consulta.due_on.isoformat(),
+        due_on=due_on.isoformat(),
     )
     to = consulta.reply_address or consulta.email
     if to:
@@ -549,17 +554,21 @@ def _apply_requisitos(consulta: Consulta, extraction: Extraction) -> None:
         limit = _MAX_LEN.get(key)
         return value[:limit] if limit else value
 
-    consulta.full_name = keep("full_name", req.full_name)
-    consulta.document_number = keep("document_number", req.document_number)
-    consulta.document_type = req.document_type if consulta.document_number else None
-    consulta.entity_name = keep("entity_name", req.entity_name)
-    consulta.entity_ruc = keep("entity_ruc", req.entity_ruc)
-    consulta.email = keep("email", req.email)
-    consulta.phone = keep("phone", req.phone)
-    consulta.question = keep("question", req.question)
-    consulta.represents_entity = req.represents_entity
-    consulta.missing = list(extraction.missing)
-    consulta.invalid = list(extraction.invalid)
+    document_number = keep("document_number", req.document_number)
+    set_columns(
+        consulta,
+        full_name=keep("full_name", req.full_name),
+        document_number=document_number,
+        document_type=req.document_type if document_number else None,
+        entity_name=keep("entity_name", req.entity_name),
+        entity_ruc=keep("entity_ruc", req.entity_ruc),
+        email=keep("email", req.email),
+        phone=keep("phone", req.phone),
+        question=keep("question", req.question),
+        represents_entity=req.represents_entity,
+        missing=list(extraction.missing),
+        invalid=list(extraction.invalid),
+    )
 
 
 def _replace(req: Requisitos, **changes: Any) -> Requisitos:

@@ -35,6 +35,7 @@ from consultas.models import (
     Organo,
     Outbox,
     RedMember,
+    set_columns,
 )
 from consultas.outbox import enqueue_mail
 from routing.classify import Classification, classify
@@ -73,18 +74,20 @@ def assign_new_consulta(
         result = classify(consulta.subject or "", text, topics, tema=tema)
     else:
         result = Classification("administrativa", None, "registro de la Red vacío: OGDAU clasifica")
-    consulta.tipo = ConsultaTipo(result.type)
-    consulta.organo_code = result.organo
-    consulta.classification_reason = result.reason
     # Only routing (assign_new_consulta, derivation) sets assigned_at: none yet means no routed mail yet.
     first_routing = consulta.assigned_at is None
-    consulta.status = ConsultaStatus.ASIGNADA
-    consulta.assigned_at = now
-    consulta.updated_at = now
-    if consulta.presented_on is None:
-        consulta.presented_on = config.calendar.presented_on(consulta.received_at)
-    if consulta.due_on is None:
-        consulta.due_on = config.calendar.due_on(consulta.presented_on, config.due_working_days)
+    presented_on = consulta.presented_on or config.calendar.presented_on(consulta.received_at)
+    set_columns(
+        consulta,
+        tipo=ConsultaTipo(result.type),
+        organo_code=result.organo,
+        classification_reason=result.reason,
+        status=ConsultaStatus.ASIGNADA,
+        assigned_at=now,
+        updated_at=now,
+        presented_on=presented_on,
+        due_on=consulta.due_on or config.calendar.due_on(presented_on, config.due_working_days),
+    )
     # No flush here: the routed mail's first query writes these changes (same transaction).
     events.record(
         session,

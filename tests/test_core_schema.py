@@ -15,7 +15,7 @@ from sqlalchemy import Engine, inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.db import open_database, server_warnings
-from consultas.models import Base, Event, new_row
+from consultas.models import Base, Event, new_row, set_columns
 
 
 def test_migrated_schema_matches_the_models(engine: Engine) -> None:
@@ -109,3 +109,23 @@ def test_a_row_made_by_new_row_is_written_with_its_values_and_relationships_are_
         new_row(Event, kind="received", at=at, consulta=None)  # a relationship, not a column
     with pytest.raises(TypeError, match="colour"):
         new_row(Event, kind="received", at=at, colour="red")
+
+
+def test_set_columns_reaches_the_database_before_and_after_the_row_is_written(
+    sessions: sessionmaker[Session],
+) -> None:
+    at = datetime(2026, 3, 2, 15, 4, 5, tzinfo=UTC)
+    with sessions.begin() as session:
+        event = new_row(Event, kind="received", at=at)
+        set_columns(event, actor="antes", detail={"paso": 1})  # new: straight into the row
+        session.add(event)
+        set_columns(event, kind="admitted")  # pending: still before its INSERT
+        session.flush()
+        set_columns(event, actor="después")  # written: must become an UPDATE
+        event_id = event.id
+    with sessions() as session:
+        stored = session.get(Event, event_id)
+        assert stored is not None
+        assert (stored.kind, stored.actor, stored.detail) == ("admitted", "después", {"paso": 1})
+        with pytest.raises(TypeError, match="consulta"):
+            set_columns(stored, consulta=None)  # a relationship, not a column
