@@ -61,7 +61,8 @@ class MailTransport(Protocol):
         """Send each mail in order; each gets its result or the exception its send raised.
 
         One mail refused or failing does not stop the next. Over SMTP the mails share one
-        connection and one run of the thread's event loop (a run per mail cost ~25% more CPU).
+        connection and one run of the thread's event loop (measured with callgrind in a worker thread:
+        a run per mail costs ~4% more instructions per mail sent).
         """
         ...
 
