@@ -16,7 +16,9 @@ writes it with the others of its table by one ``COPY``:
 The rows stay transient Python objects: their columns hold what was written, their relationships
 are not loaded (read them back with a query). Outside a block, or on another database (SQLite, the
 embedded default, where ids come from the INSERT), ``add_row`` is ``session.add``. If the block
-raises, the buffer is dropped with the transaction the caller rolls back.
+raises, the buffer is dropped with the transaction the caller rolls back. A block is one
+transaction: beginning a savepoint inside it raises (a savepoint's rollback would not undo rows
+still in the buffer).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any, cast
 import psycopg
 from sqlalchemy import TextClause, event
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 from sqlalchemy.sql.schema import Table
 from sqlalchemy.sql.util import find_tables
 
@@ -60,12 +62,19 @@ def copy_block(session: Session) -> Iterator[None]:
         if buffer and session.autoflush and _reads_any(state.statement, buffer.keys()):
             _write(session, buffer)
 
+    def refuse_savepoint(_session: Session, transaction: SessionTransaction) -> None:
+        # Rows buffered inside a savepoint would survive its rollback: a block is one transaction.
+        if transaction.nested:
+            raise RuntimeError("a savepoint cannot begin inside consultas.bulkwrite.copy_block")
+
     event.listen(session, "do_orm_execute", before_statement)
+    event.listen(session, "after_transaction_create", refuse_savepoint)
     try:
         yield
         _write(session, buffer)
     finally:
         event.remove(session, "do_orm_execute", before_statement)
+        event.remove(session, "after_transaction_create", refuse_savepoint)
         del session.info[_BUFFER_KEY]
 
 

@@ -170,3 +170,14 @@ def test_every_table_a_block_may_buffer_has_python_defaults_only() -> None:
         for column in table.columns:
             assert column.server_default is None, column
             assert column.default is None or not column.default.is_clause_element, column
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_savepoint_inside_a_block_is_refused(sessions: sessionmaker[Session]) -> None:
+    # Its rollback could not take back rows still in the buffer.
+    with sessions.begin() as session, copy_block(session):
+        with pytest.raises(RuntimeError, match="savepoint"):
+            session.begin_nested()
+        _mail_and_events(session, "recibida:1")
+    with sessions() as session:
+        assert session.scalar(select(func.count(Outbox.id))) == 1
