@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,41 +12,19 @@ from consultas import events, outbox
 from consultas.bulkwrite import add_row, copy_block
 from consultas.ids import ensure_id, preassign_id
 from consultas.mailer import Envelope
-from consultas.models import Base, Channel, Consulta, ConsultaStatus, Event, Message, Outbox, new_row
+from consultas.models import Base, Consulta, Event, Message, Outbox, new_row
+from tests.test_core_ids import _consulta as new_consulta
+from tests.test_core_outbox import CONTEXT, IDENTITY, NOW
 
-NOW = datetime(2024, 11, 28, 15, 0, tzinfo=UTC)
-IDENTITY = outbox.MailIdentity(address="consultas@mef.gob.pe", name="Consultas MEF")
-CONTEXT = {
-    "consulta": {
-        "number": "CONS-2024-000001", "full_name": "José Pérez Quispe", "document_type": "DNI",
-        "document_number": "12345678", "entity_name": "Municipalidad Distrital de Comas",
-        "entity_ruc": "20131380951", "email": "jose@example.pe", "phone": "+51987654321",
-        "question": "¿Cómo registro una inversión?", "presented_on": "2024-11-28",
-        "due_on": "2024-12-13", "due_working_days": 10,
-    }
-}  # fmt: skip
 # Columns that differ between two writes of the same mail: ids, and what the idempotency key
 # (different per write, it is unique) shapes: the Message-ID and so the raw bytes and their hash.
 KEYED = {"id", "consulta_id", "message_pk", "idempotency_key", "message_id", "raw", "sha256", "actor"}
 
 
-def _consulta(session: Session) -> Consulta:
-    consulta = Consulta(
-        channel=Channel.EMAIL,
-        status=ConsultaStatus.SUBSANACION,
-        received_at=NOW,
-        created_at=NOW,
-        updated_at=NOW,
-        missing=[],
-        invalid=[],
-    )
-    session.add(consulta)
-    return consulta
-
-
 def _mail_and_events(session: Session, key: str) -> Outbox:
     """What admitting a mail adds besides the consulta: two events and an outgoing mail."""
-    consulta = _consulta(session)
+    consulta = new_consulta()
+    session.add(consulta)  # pending: a COPY of rows that refer to it must come after its INSERT
     events.record(session, "received", now=NOW, consulta=consulta, sender="jose@example.pe", n=1)
     events.record(session, "note", now=NOW, actor=key)  # no consulta, no detail: defaults
     row = outbox.enqueue_mail(
