@@ -32,6 +32,7 @@ from typing import Any, cast
 import psycopg
 from sqlalchemy import ClauseElement, TextClause, event
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.schema import Table
@@ -112,9 +113,14 @@ def _write(session: Session, buffer: dict[Table, list[Base]]) -> None:
     with connection.cursor() as cursor:
         for table in _dependency_order(buffer):
             statement, writers = _copy_plan(table, dialect)
-            with cursor.copy(statement) as copy:
-                for row in buffer[table]:
-                    copy.write_row(_values(row.__dict__, writers))
+            try:
+                with cursor.copy(statement) as copy:
+                    for row in buffer[table]:
+                        copy.write_row(_values(row.__dict__, writers))
+            except psycopg.Error as exc:
+                # As SQLAlchemy raises it for its own statements (IntegrityError, OperationalError...),
+                # so callers that tell a lost database from a bad mail see the same exceptions.
+                raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
     buffer.clear()
 
 

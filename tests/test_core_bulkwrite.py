@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from consultas import events, outbox
@@ -158,3 +159,17 @@ def test_a_savepoint_inside_a_block_is_refused(sessions: sessionmaker[Session]) 
         _mail_and_events(session, "recibida:1")
     with sessions() as session:
         assert session.scalar(select(func.count(Outbox.id))) == 1
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_copy_the_database_refuses_raises_sqlalchemys_exception(sessions: sessionmaker[Session]) -> None:
+    # Sources tell a lost database (OperationalError) from a bad mail by SQLAlchemy's exceptions.
+    with (
+        pytest.raises(IntegrityError, match="duplicate key"),
+        sessions.begin() as session,
+        copy_block(session),
+    ):
+        _mail_and_events(session, "recibida:1")
+        _mail_and_events(session, "recibida:1")  # new_key=True: the same key twice
+    with sessions() as session:
+        assert session.scalar(select(func.count(Outbox.id))) == 0
