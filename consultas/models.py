@@ -96,9 +96,7 @@ def new_row(model: type[RowT], /, **columns: Any) -> RowT:
     sets ~140 attributes per mail on new rows. Only columns: relationships (and anything set on
     the row later) go through the ORM as usual.
     """
-    unknown = columns.keys() - _column_keys(model)
-    if unknown:
-        raise TypeError(f"{model.__name__} has no column {sorted(unknown)}")
+    _check_columns(model, columns)
     row = model()
     row.__dict__.update(columns)
     return row
@@ -110,14 +108,19 @@ def set_columns(row: Base, /, **columns: Any) -> None:
     A row that is written already (it has an identity) changes through the ORM as usual, so that
     its UPDATE sees the change. Only columns: relationships are refused with ``TypeError``.
     """
-    unknown = columns.keys() - _column_keys(type(row))
-    if unknown:
-        raise TypeError(f"{type(row).__name__} has no column {sorted(unknown)}")
+    _check_columns(type(row), columns)
     if instance_state(row).key is None:  # new or pending: its INSERT reads the values as they are
         row.__dict__.update(columns)
         return
     for key, value in columns.items():
         setattr(row, key, value)
+
+
+def _check_columns(model: type[Base], columns: dict[str, Any]) -> None:
+    """Refuse keys that are not columns of ``model`` (relationships included) with ``TypeError``."""
+    unknown = columns.keys() - _column_keys(model)
+    if unknown:
+        raise TypeError(f"{model.__name__} has no column {sorted(unknown)}")
 
 
 @functools.cache
