@@ -175,8 +175,6 @@ class SmtpTransport:
 
     def send(self, raw: bytes, *, sender: str, recipients: Sequence[str]) -> SendResult:
         """Send ``raw`` to ``recipients``; raise TransientError or PermanentError (see module doc)."""
-        if not recipients:
-            raise PermanentError("the mail has no recipients")
         connection = self._connection()
         return connection.runner.run(connection.send(raw, sender, list(recipients)))
 
@@ -214,14 +212,14 @@ class _ThreadConnection:
         results: list[SendResult | Exception] = []
         for delivery in deliveries:
             try:
-                if not delivery.recipients:
-                    raise PermanentError("the mail has no recipients")
                 results.append(await self.send(delivery.raw, delivery.sender, list(delivery.recipients)))
             except Exception as exc:  # per-mail boundary, as in FileTransport.send_many
                 results.append(exc)
         return results
 
     async def send(self, raw: bytes, sender: str, recipients: list[str]) -> SendResult:
+        if not recipients:
+            raise PermanentError("the mail has no recipients")
         try:
             try:
                 client = await self._connected()
