@@ -42,6 +42,8 @@ from consultas.models import Base
 
 _BUFFER_KEY = "consultas.bulkwrite.buffer"
 _MAPPERS = {mapper.local_table: mapper for mapper in Base.registry.mappers}
+#: Position of each table in foreign-key order (``sorted_tables`` sorts anew on every access).
+_TABLE_ORDER = {table: index for index, table in enumerate(Base.metadata.sorted_tables)}
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ def _write(session: Session, buffer: dict[Table, list[Base]]) -> None:
     dialect = session.get_bind().dialect
     connection = cast(psycopg.Connection[Any], session.connection().connection.dbapi_connection)
     with connection.cursor() as cursor:
-        for table in _dependency_order(buffer):
+        for table in sorted(buffer, key=_TABLE_ORDER.__getitem__):
             statement, writers = _copy_plan(table, dialect)
             try:
                 with cursor.copy(statement) as copy:
@@ -135,11 +137,6 @@ def _values(values: dict[str, Any], writers: tuple[_ColumnWriter, ...]) -> tuple
             value = None
         out.append(value if writer.bind is None else writer.bind(value))
     return tuple(out)
-
-
-def _dependency_order(buffer: dict[Table, list[Base]]) -> list[Table]:
-    order = Base.metadata.sorted_tables
-    return sorted(buffer, key=order.index)
 
 
 _PLANS: dict[tuple[Table, str], tuple[str, tuple[_ColumnWriter, ...]]] = {}
