@@ -87,5 +87,9 @@ def _pools(session: Session) -> dict[str, list[int]]:
 
 
 def is_new(row: object) -> bool:
-    """True while ``row`` was added in this transaction and not written yet (no row can refer to it)."""
-    return bool(inspect(row).pending)
+    """True while ``row``, added in this transaction, is not written yet (no row can refer to it).
+
+    Pending in the session, or held back by ``consultas.bulkwrite`` (a transient row): either way it
+    has no identity yet.
+    """
+    return inspect(row).key is None

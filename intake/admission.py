@@ -27,12 +27,13 @@ import re
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import inspect, or_, select
 from sqlalchemy.orm import Session
 
 from consultas import events
+from consultas.bulkwrite import add_row
 from consultas.context import ServiceConfig
-from consultas.ids import ensure_id, is_new
+from consultas.ids import ensure_id, is_new, preassign_id
 from consultas.lookup import sent_message_pks
 from consultas.mailer import Envelope
 from consultas.models import Channel, Consulta, ConsultaStatus, Message, MessageKind, new_row, set_columns
@@ -161,8 +162,13 @@ def _new_consulta(session: Session, mail: ParsedMail, message: Message, *, now: 
         missing=[],
         invalid=[],
     )
-    session.add(consulta)
-    message.consulta = consulta  # the caller's flush writes both (consulta first)
+    if inspect(message).transient:  # held back by the batch's copy_block: so is its consulta
+        preassign_id(session, consulta)
+        add_row(session, consulta, joins_session=True)
+        set_columns(message, consulta_id=consulta.id)
+    else:
+        session.add(consulta)
+    message.consulta = consulta  # written with it (consulta first); its ``messages`` now holds the mail
     return consulta
 
 

@@ -17,9 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consultas import events
-from consultas.bulkwrite import copy_block
+from consultas.bulkwrite import add_row, copy_block
 from consultas.context import ServiceConfig
-from consultas.ids import reserve_ids
+from consultas.ids import preassign_id, reserve_ids
 from consultas.lookup import sent_message_pks, stored_message_pks
 from consultas.models import (
     Attachment,
@@ -141,8 +141,10 @@ def process_inbound_batch(
     """
     parsed = [parse_mail(raw, max_attachment_bytes=config.max_attachment_bytes) for raw, _ in raws]
     stored = stored_message_ids(session, mailbox, [mail.message_id for mail in parsed])
-    new_mails = sum(mail.message_id not in stored for mail in parsed)
-    reserve_ids(session, {table: rows * new_mails for table, rows in ROWS_PER_ADMITTED_MAIL.items()})
+    new_mails = [mail for mail in parsed if mail.message_id not in stored]
+    wanted = {table: rows * len(new_mails) for table, rows in ROWS_PER_ADMITTED_MAIL.items()}
+    wanted["attachment"] = sum(len(mail.attachments) for mail in new_mails)
+    reserve_ids(session, wanted)
     preload_recent_automatic(session, [mail.sender for mail in parsed], now=now())
     seen: set[str] = set()
     outcomes = []
@@ -204,9 +206,13 @@ def store_message(
         imap_uidvalidity=uidvalidity,
         received_at=now,
     )
+    # Within a batch's copy_block the mail is written with COPY (its id from the pool, PostgreSQL).
+    buffered = not flush and preassign_id(session, message) is not None
     # Assigned even when empty: the collection is then known (routing reads it without a query).
     message.attachments = [
-        Attachment(
+        new_row(
+            Attachment,
+            message_pk=message.id,  # None on SQLite: the flush copies it from the relationship
             filename=(part.filename or "adjunto")[:255],
             content_type=part.content_type[:255],
             size=part.size,
@@ -214,9 +220,15 @@ def store_message(
         )
         for part in mail.attachments
     ]
-    session.add(message)
-    if flush:
-        session.flush()
+    if not buffered:
+        session.add(message)
+        if flush:
+            session.flush()
+        return message
+    add_row(session, message, joins_session=True)
+    for attachment in message.attachments:
+        preassign_id(session, attachment)
+        add_row(session, attachment, joins_session=True)
     return message
 
 

@@ -13,7 +13,7 @@ from consultas import events, outbox
 from consultas.bulkwrite import add_row, copy_block
 from consultas.ids import ensure_id, preassign_id
 from consultas.mailer import Envelope
-from consultas.models import Base, Consulta, Event, Message, Outbox, new_row
+from consultas.models import Base, Consulta, ConsultaStatus, Event, Message, Outbox, new_row
 from tests.test_core_ids import _consulta as new_consulta
 from tests.test_core_outbox import CONTEXT, IDENTITY, NOW
 
@@ -173,3 +173,30 @@ def test_a_copy_the_database_refuses_raises_sqlalchemys_exception(sessions: sess
         _mail_and_events(session, "recibida:1")  # new_key=True: the same key twice
     with sessions() as session:
         assert session.scalar(select(func.count(Outbox.id))) == 0
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_row_that_joins_the_session_is_a_persistent_row_once_written_and_its_changes_reach_the_table(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions.begin() as session:
+        with copy_block(session):
+            consulta = new_consulta()
+            preassign_id(session, consulta)
+            add_row(session, consulta, joins_session=True)
+            assert consulta not in session  # held back
+            # A read of its table writes it, and from then on it is the session's row for that id ...
+            assert session.get(Consulta, consulta.id) is consulta
+            consulta.subject = "cambiado después de escrito"  # ... so this is an UPDATE
+            later = new_consulta()
+            preassign_id(session, later)
+            add_row(session, later, joins_session=True)
+            later.subject = "cambiado antes de escrito"  # still a plain object: written as it is then
+        assert later in session and session.get(Consulta, later.id) is later
+        later.status = ConsultaStatus.ADMITIDA  # after the block too, as after a flush
+    with sessions() as session:
+        subjects = {pk: subject for pk, subject in session.execute(select(Consulta.id, Consulta.subject))}
+        assert subjects == {consulta.id: "cambiado después de escrito", later.id: "cambiado antes de escrito"}
+        assert (
+            session.scalar(select(Consulta.status).where(Consulta.id == later.id)) is ConsultaStatus.ADMITIDA
+        )
