@@ -50,8 +50,31 @@ def _long_date(day: date) -> str:
     return f"{WEEKDAYS_ES[day.weekday()]} {day.day} de {MONTHS_ES[day.month - 1]} de {day.year}"
 
 
+#: Names ``getattr`` finds on a plain dict (its methods): for these Jinja's attribute comes first.
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _MailEnvironment(Environment):
+    """Jinja's environment, with ``foo.bar`` on a plain dict (what mail contexts are) looked up faster.
+
+    Jinja tries ``getattr(foo, "bar")`` first and the item ``foo["bar"]`` when that raises
+    ``AttributeError``: for a dict key that is one raised and caught exception per lookup, half of
+    the time a confirmation mail took to render (measured: its HTML part 27 -> 13 us). On a plain
+    dict ``getattr`` can only find its methods, so for any other name the item is what Jinja would
+    give, and it is read first; methods, other objects and missing keys go Jinja's way.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
+
+
 def _environment(autoescape: bool) -> Environment:
-    env = Environment(
+    env = _MailEnvironment(
         loader=FileSystemLoader(TEMPLATES_DIR),
         undefined=StrictUndefined,
         autoescape=autoescape,

@@ -13,6 +13,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage, Message, MIMEPart
 from email.utils import format_datetime
 
+import jinja2
 import pytest
 
 from consultas import mailer
@@ -457,3 +458,19 @@ def test_the_mail_is_written_exactly_as_the_email_package_writes_it(
     )
     assert raw == expected
     assert_smtp_safe(raw)
+
+
+@pytest.mark.parametrize("autoescape", [False, True])
+def test_templates_read_a_dicts_keys_as_jinja_does_methods_first_and_a_missing_key_still_fails(
+    autoescape: bool,
+) -> None:
+    # Mail contexts are plain dicts; their keys are read first, but never in place of a dict method.
+    source = "{{ d.nombre }}|{{ d.items is callable }}|{{ d.vacio }}|{{ d['items'] }}|{{ o.real }}"
+    context = {"d": {"nombre": "Ana <b>", "items": 3, "vacio": None}, "o": 2}
+    ours = mailer._environment(autoescape=autoescape).from_string(source).render(context)
+    name = "Ana &lt;b&gt;" if autoescape else "Ana <b>"
+    assert ours == f"{name}|True|None|3|2"
+    stock = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=autoescape)
+    assert ours == stock.from_string(source).render(context)
+    with pytest.raises(jinja2.UndefinedError, match="falta"):
+        mailer._environment(autoescape=autoescape).from_string("{{ d.falta }}").render(context)
