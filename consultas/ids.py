@@ -43,10 +43,11 @@ def preassign_id(session: Session, row: _HasId) -> int | None:
     """
     if row.id is not None:
         return row.id
-    if session.get_bind().dialect.name != "postgresql":
-        return None
-    pool = _pools(session).setdefault(row.__tablename__, [])
-    if not pool:
+    pool = _pools(session).get(row.__tablename__)
+    if not pool:  # (only PostgreSQL fills pools: a pool with ids needs no look at the dialect)
+        if session.get_bind().dialect.name != "postgresql":
+            return None
+        pool = _pools(session).setdefault(row.__tablename__, [])
         reserve_ids(session, {row.__tablename__: POOL_SIZE})
     # Straight into the row: it is new (no id yet), so nothing but its INSERT reads the value.
     row.__dict__["id"] = pool.pop()
