@@ -57,12 +57,16 @@ _NAME = rf"{_WORD}(?:\s+(?:(?:de|del|la|las|los|y)\s+)*{_WORD}){{1,6}}"
 _NAME_RE = re.compile(_NAME)
 _NAME_LINE_RE = re.compile(rf"^\s*({_NAME})\s*$")
 
+#: Each prose pattern with words one of which it cannot match without (see ``_may_match``).
 _PROSE_NAME_RES = (
-    re.compile(rf"(?i:mi\s+nombre\s+es|me\s+llamo)\s+({_NAME})"),
-    re.compile(rf"(?i:\byo)\s*,\s*({_NAME})\s*,"),
-    re.compile(rf"(?i:\b(?:les|le)\s+escribe)\s+({_NAME})"),
-    re.compile(rf"(?i:\b(?:el|la)\s+suscrit[oa])\s*,?\s*({_NAME})"),
-    re.compile(rf"(?i:\bsoy)\s+({_NAME})(?=\s*[,(.]|\s+(?i:identificad|con\s|de\s+nacionalidad))"),
+    (re.compile(rf"(?i:mi\s+nombre\s+es|me\s+llamo)\s+({_NAME})"), ("nombre", "llamo")),
+    (re.compile(rf"(?i:\byo)\s*,\s*({_NAME})\s*,"), ("yo",)),
+    (re.compile(rf"(?i:\b(?:les|le)\s+escribe)\s+({_NAME})"), ("escr",)),
+    (re.compile(rf"(?i:\b(?:el|la)\s+suscrit[oa])\s*,?\s*({_NAME})"), ("suscr",)),
+    (
+        re.compile(rf"(?i:\bsoy)\s+({_NAME})(?=\s*[,(.]|\s+(?i:identificad|con\s|de\s+nacionalidad))"),
+        ("soy",),
+    ),
 )
 
 #: "N°", "Nº", "N.°", "Nro.", "número", "No." between a label and its number.
@@ -95,6 +99,8 @@ _ENTITY_RE = re.compile(
     _ROLE + r"(?P<entity>(?-i:[A-ZÁÉÍÓÚÑ\"“])(?:[^\n,;.()]|\.(?=\S))+)",
     re.IGNORECASE,
 )
+#: Words one of which every ``_ROLE`` alternative contains (see ``_may_match``).
+_ROLE_WORDS = ("represent", "trabaj", "serv", "func", "cal", "responsable", "gerente", "laboro")
 
 _LABEL_SEP = r"\s*(?:[:|]|-\s)\s*"
 _BULLET = r"^[ \t]*(?:[-*•·]\s*)?"
@@ -199,13 +205,27 @@ def _split_fresh(text: str, subject: str) -> tuple[str, str]:
     return text[: marker.start()], text[marker.start() :]
 
 
+def _may_match(folded: str, words: tuple[str, ...]) -> bool:
+    """Whether ``folded`` (a text's ``casefold()``) holds one of ``words``, which a pattern needs.
+
+    A quick test before a slow case-insensitive search (a literal it must match lets ``re`` skip
+    nothing under IGNORECASE, so it tries every position). The words are lower case and have no
+    "i": ``casefold`` maps every character IGNORECASE equates with the other letters ("ſ" to "s",
+    the Kelvin sign to "k"), but not "ı" and "İ", which IGNORECASE equates with "i".
+    """
+    return any(word in folded for word in words)
+
+
 def _first_name(text: str) -> str | None:
     for label in _NAME_LABEL_RE.finditer(text):
         value = " ".join(label.group("value").split()).strip(" ,.;")
         if value and any(ch.isalpha() for ch in value):
             return value
     best: tuple[int, str] | None = None
-    for pattern in _PROSE_NAME_RES:
+    folded = text.casefold()
+    for pattern, words in _PROSE_NAME_RES:
+        if not _may_match(folded, words):
+            continue
         prose = pattern.search(text)
         if prose and (best is None or prose.start() < best[0]):
             best = (prose.start(), prose.group(1))
@@ -236,14 +256,14 @@ def _document(text: str) -> tuple[str, str] | None:
 
 def _entity(text: str) -> str | None:
     # Most specific first: a role followed by "con RUC", then an "Entidad:" line, then a bare role.
-    patterns = (
-        (_ENTITY_WITH_RUC_RE, _ENTITY_LABEL_RE, _ENTITY_RE)
-        if "RUC" in text.upper()
-        else (
-            _ENTITY_LABEL_RE,
-            _ENTITY_RE,
-        )
-    )
+    folded = text.casefold()
+    patterns: tuple[re.Pattern[str], ...]
+    if not _may_match(folded, _ROLE_WORDS):  # neither role pattern can match
+        patterns = (_ENTITY_LABEL_RE,)
+    elif "ruc" in folded:
+        patterns = (_ENTITY_WITH_RUC_RE, _ENTITY_LABEL_RE, _ENTITY_RE)
+    else:
+        patterns = (_ENTITY_LABEL_RE, _ENTITY_RE)
     for pattern in patterns:
         found = pattern.search(text)
         if found:

@@ -14,6 +14,8 @@ import pytest
 from intake.mime import parse_mail
 from intake.requisitos import (
     Requisitos,
+    _entity,
+    _first_name,
     check_requisitos,
     extract_requisitos,
     merge_requisitos,
@@ -257,3 +259,25 @@ def test_every_generated_mail_yields_exactly_its_manifest_ground_truth(generated
 
     assert len(manifest) == 300
     assert mismatches == []
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "entity"),
+    [
+        ("YO, Juan Pérez Soto, pregunto si", "Juan Pérez Soto", None),
+        ("ME LLAMO Rosa Quispe Mamani y consulto", "Rosa Quispe Mamani", None),
+        # Letters case-insensitive matching equates with s and i: the quick word test must not miss them.
+        ("ſoy Juan Pérez Soto, de Lima", "Juan Pérez Soto", None),
+        ("Les escrİbe Ana María Ríos desde Ica", "Ana María Ríos", None),
+        ("Les escrıbe Ana María Ríos desde Ica", "Ana María Ríos", None),
+        ("El ſuscrito, Pedro Ramos Díaz, consulta", "Pedro Ramos Díaz", None),
+        ("Escribo en representacİón de la Municipalidad de Lima", None, "Municipalidad de Lima"),
+        ("Soy GERENTE DE Empresa Andina SAC", None, "Empresa Andina SAC"),
+        ("Trabajo en la Municipalidad de Surco", None, "Municipalidad de Surco"),
+        ("Consulta sobre el presupuesto de la Municipalidad de Surco", None, None),
+    ],
+)
+def test_names_in_prose_and_entities_after_a_role_are_found_in_any_case(
+    text: str, name: str | None, entity: str | None
+) -> None:
+    assert (_first_name(text), _entity(text)) == (name, entity)
