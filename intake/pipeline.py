@@ -206,8 +206,9 @@ def store_message(
         imap_uidvalidity=uidvalidity,
         received_at=now,
     )
-    # Within a batch's copy_block the mail is written with COPY (its id from the pool, PostgreSQL).
-    buffered = not flush and preassign_id(session, message) is not None
+    # On PostgreSQL the id comes from the pool, so that within a batch's copy_block the mail and its
+    # attachments can be held back and written by COPY (``add_row``; elsewhere it is session.add).
+    pooled = not flush and preassign_id(session, message) is not None
     # Assigned even when empty: the collection is then known (routing reads it without a query).
     message.attachments = [
         new_row(
@@ -220,7 +221,7 @@ def store_message(
         )
         for part in mail.attachments
     ]
-    if not buffered:
+    if not pooled:
         session.add(message)
         if flush:
             session.flush()
