@@ -253,21 +253,25 @@ def _encoded_words(name: str, text: str) -> str:
     """``text`` as UTF-8 base64 encoded words, one per line (lines joined by LF and a space).
 
     Each word takes as many whole characters as fit its line: ``name: `` and the word on the first
-    line, a space and the word on the others, within ``_ENCODED_LINE`` characters. A reader joins
-    adjacent encoded words without the space between them (RFC 2047 section 6.2).
+    line, a space and the word on the others, within ``_ENCODED_LINE`` characters (at least one
+    character per word). A reader joins adjacent encoded words without the space between them
+    (RFC 2047 section 6.2).
     """
     chrome = len(_WORD_START) + len(_WORD_END)
     room = _ENCODED_LINE - len(name) - 2 - chrome  # base64 characters the first word may have
+    data = text.encode()
     words: list[bytes] = []
-    word = bytearray()
-    for character in text:
-        encoded = character.encode()
-        if word and 4 * -(-(len(word) + len(encoded)) // 3) > room:  # base64 of n bytes: 4*ceil(n/3)
-            words.append(bytes(word))
-            word.clear()
-            room = _ENCODED_LINE - 1 - chrome
-        word += encoded
-    words.append(bytes(word))
+    start = 0
+    while start < len(data) or not words:
+        # base64 of n bytes is 4 * ceil(n / 3) characters: the most bytes a word of ``room`` holds.
+        fits = max(room, 0) // 4 * 3
+        # The longest run of whole characters within ``fits`` bytes ("ignore" drops a cut one).
+        word = data[start : start + fits].decode("utf-8", "ignore").encode()
+        if not word and start < len(data):  # a character longer than the room: it goes alone
+            word = data[start : start + 4].decode("utf-8", "ignore")[0].encode()
+        words.append(word)
+        start += len(word)
+        room = _ENCODED_LINE - 1 - chrome
     return "\n ".join(f"{_WORD_START}{base64.b64encode(w).decode('ascii')}{_WORD_END}" for w in words)
 
 

@@ -474,3 +474,20 @@ def test_templates_read_a_dicts_keys_as_jinja_does_methods_first_and_a_missing_k
     assert ours == stock.from_string(source).render(context)
     with pytest.raises(jinja2.UndefinedError, match="falta"):
         mailer._environment(autoescape=autoescape).from_string("{{ d.falta }}").render(context)
+
+
+@pytest.mark.parametrize("name", ["Subject", "X-" + "N" * 70])
+@pytest.mark.parametrize(
+    "text", ["", "á", "ñandú y cóndor " * 12, "😀" * 40, "e\u0301" * 50, "中文字符" * 30]
+)
+def test_encoded_words_hold_whole_characters_and_as_many_as_their_line_allows(name: str, text: str) -> None:
+    words = mailer._encoded_words(name, text).split("\n ")
+    contents = [base64.b64decode(word.removeprefix("=?utf-8?b?").removesuffix("?=")) for word in words]
+    assert b"".join(contents).decode() == text
+    for index, content in enumerate(contents):
+        line = f"{name}: {words[index]}" if index == 0 else f" {words[index]}"
+        characters = content.decode()  # whole characters only: never a cut UTF-8 sequence
+        assert len(line) <= 76 or len(characters) <= 1  # within RFC 2047's line, or one that cannot be
+        if index + 1 < len(contents):  # the next word's first character would not have fitted
+            longer = content + contents[index + 1].decode()[0].encode()
+            assert len(line) - len(words[index]) + len(base64.b64encode(longer)) + 12 > 76
