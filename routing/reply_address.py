@@ -79,7 +79,9 @@ def find_reply_token(addresses: Iterable[str], mailbox: str, secret: bytes) -> R
     Each item may be a bare address or a whole header value with display names and commas.
     """
     found: ReplyToken | None = None
-    for _, address in getaddresses(list(addresses)):
+    # A token address has a "+" (its plus detail) in any header spelling of it, quoted or not: values
+    # without one (most mail, addressed to the plain mailbox) are not parsed at all.
+    for _, address in getaddresses([value for value in addresses if "+" in value]):
         token = parse_reply_address(address, mailbox, secret) if address else None
         if token is not None and token.valid:
             return token

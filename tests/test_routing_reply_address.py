@@ -93,6 +93,9 @@ def test_find_reply_token_picks_it_from_to_cc_and_delivered_to_headers() -> None
     ]
 
     assert find_reply_token(headers, MAILBOX, SECRET) == ReplyToken("CONS-2025-000777", True)
+    assert find_reply_token([f"Consultas (MEF) <{address}> (via Outlook)"], MAILBOX, SECRET) == ReplyToken(
+        "CONS-2025-000777", True
+    )
 
 
 def test_find_reply_token_prefers_a_valid_token_over_a_forged_one() -> None:
