@@ -12,7 +12,7 @@ import functools
 import hashlib
 import quopri
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from email.policy import SMTP, Compat32
@@ -63,6 +63,16 @@ class _MailEnvironment(Environment):
     dict ``getattr`` can only find its methods, so for any other name the item is what Jinja would
     give, and it is read first; methods, other objects and missing keys go Jinja's way.
     """
+
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        """A template's globals as one plain dict, not Jinja's ``ChainMap`` over the environment's.
+
+        Every render copies them into its context: from a dict that is one C-level copy, from a
+        ``ChainMap`` a walk of every map (a confirmation's three parts: 32 -> 21 us). The ChainMap
+        only matters to see environment globals changed after a template is loaded, which Jinja
+        advises against and this module never does (the environments are set up once, below).
+        """
+        return {**self.globals, **(d or {})}
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
