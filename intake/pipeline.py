@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 #: The rows a citizen's complete mail adds (the consulta; the mail, its confirmation and the routed
 #: mail; received, admitted, classified and routed events; two outbox rows): a batch reserves their
-#: ids at once (``consultas.ids.reserve_ids``).
+#: ids at once (``consultas.ids.reserve_ids``), with one more per attachment of its new mails.
 ROWS_PER_ADMITTED_MAIL = {"consulta": 1, "message": 3, "event": 4, "outbox": 2}
 #: How much of a quarantined mail's error OGDAU's alert quotes.
 QUARANTINE_DETAIL_CHARS = 500
