@@ -16,7 +16,7 @@ def clean_environ(
 ) -> Iterator[None]:
     """Tests never read the developer's CONSULTAS_* settings or .env file."""
     for name in list(os.environ):
-        if name.startswith("CONSULTAS_") and name != "CONSULTAS_TEST_PG_ADMIN_URL":
+        if name.startswith("CONSULTAS_") and not name.startswith("CONSULTAS_TEST_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
     yield

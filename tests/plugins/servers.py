@@ -18,8 +18,9 @@ from tests.servers.dovecot import DovecotServer, DovecotUnavailableError
 from tests.servers.fake_bot_api import FakeBotApi
 from tests.servers.smtp_sink import SmtpSink
 
-#: The Redis database tests may flush (never 0, where a developer's data would live).
-REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
+#: The Redis database tests may flush (never 0, where a developer's data would live);
+#: ``CONSULTAS_TEST_REDIS_URL`` picks another, so that two checkouts can run their suites at once.
+REDIS_TEST_URL = os.environ.get("CONSULTAS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 #: Credentials of the AUTH-requiring SMTP sink.
 SMTP_AUTH = ("consultas@mef.gob.pe", "secret")
 
@@ -149,7 +150,7 @@ def redis_server_url() -> str:
 
 @pytest.fixture
 def redis_url(redis_server_url: str) -> Iterator[str]:
-    """``redis://127.0.0.1:6379/15``, flushed before and after the test."""
+    """``REDIS_TEST_URL``, flushed before and after the test."""
     import redis
 
     client = redis.Redis.from_url(redis_server_url, socket_connect_timeout=2, socket_timeout=2)
