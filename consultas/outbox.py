@@ -39,8 +39,9 @@ from consultas.models import (
 )
 from consultas.txcache import transaction_cache
 
-#: A row claimed longer ago than this is considered abandoned by a dead worker and may be re-claimed.
-CLAIM_TIMEOUT = timedelta(minutes=5)
+#: A claim not refreshed for this long belongs to a dead worker and may be retaken. A live worker
+#: refreshes its claims several times within it (``workers.claims``), however long a send takes.
+CLAIM_TIMEOUT = timedelta(seconds=30)
 #: Backoff between attempts: 30 s, 1 min, 2 min ... capped at 1 h.
 FIRST_BACKOFF = timedelta(seconds=30)
 MAX_BACKOFF = timedelta(hours=1)
@@ -279,8 +280,9 @@ def claim(session: Session, outbox_id: int, *, worker: str, now: datetime) -> bo
 def claim_many(session: Session, outbox_ids: Sequence[int], *, worker: str, now: datetime) -> list[int]:
     """Atomically take the due rows among ``outbox_ids`` (one UPDATE); the ids taken, in id order.
 
-    A row is due when pending and its next attempt has come, or when its claim is older than
-    ``CLAIM_TIMEOUT`` (a dead worker's); one that is sent, failed or freshly taken is left alone.
+    A row is due when pending and its next attempt has come, or when its claim was last refreshed
+    more than ``CLAIM_TIMEOUT`` ago (a dead worker's); one sent, failed or held by a live worker is
+    left alone.
     """
     if not outbox_ids:
         return []
@@ -298,6 +300,23 @@ def claim_many(session: Session, outbox_ids: Sequence[int], *, worker: str, now:
         .execution_options(synchronize_session=False)
     )
     return sorted(result.scalars())
+
+
+def refresh_claims(session: Session, outbox_ids: Sequence[int], *, worker: str, now: datetime) -> int:
+    """Renew ``worker``'s claims on these rows (those it still holds); the number renewed."""
+    if not outbox_ids:
+        return 0
+    result = session.execute(
+        update(Outbox)
+        .where(
+            Outbox.id.in_(list(outbox_ids)),
+            Outbox.status == OutboxStatus.SENDING,
+            Outbox.claimed_by == worker,
+        )
+        .values(claimed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def mark_sent_many(session: Session, outbox_ids: Sequence[int], *, now: datetime) -> None:
@@ -375,14 +394,17 @@ def retry_failed(session: Session, *, now: datetime, outbox_id: int | None = Non
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def due_ids(session: Session, *, now: datetime, limit: int = 500) -> list[int]:
-    """Rows that should be sent now: pending and due, or claimed by a worker that died."""
+def due_ids(
+    session: Session, *, now: datetime, limit: int = 500, grace: timedelta = timedelta(0)
+) -> list[int]:
+    """Rows that should be sent now: pending and due for at least ``grace``, or claimed by a worker
+    that died (no grace: nothing else will send them)."""
     return list(
         session.scalars(
             select(Outbox.id)
             .where(
                 or_(
-                    (Outbox.status == OutboxStatus.PENDING) & (Outbox.next_attempt_at <= now),
+                    (Outbox.status == OutboxStatus.PENDING) & (Outbox.next_attempt_at <= now - grace),
                     (Outbox.status == OutboxStatus.SENDING) & (Outbox.claimed_at < now - CLAIM_TIMEOUT),
                 )
             )

@@ -3,28 +3,31 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 
 import dramatiq
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.clock import FixedClock
 from consultas.errors import PermanentError
 from consultas.mailer import Envelope
 from consultas.models import Event, Organo, Outbox, OutboxStatus, RedMember, RedRole
-from consultas.outbox import MailIdentity, enqueue_mail
+from consultas.outbox import CLAIM_TIMEOUT, MailIdentity, claim_many, due_ids, enqueue_mail
 from consultas.settings import Settings
 from tests.servers.smtp_sink import SmtpSink
 from workers.broker import OUTBOX_QUEUE, configure_broker
+from workers.claims import ClaimKeeper
 from workers.mail import Outcome, Sender, drain_outbox, hint_send, send_outbox_row
 from workers.runtime import Runtime, close_runtime, init_runtime
+from workers.sweep import SWEEP_GRACE, sweep_once
 from workers.transport import (
     Delivery,
     FileTransport,
@@ -199,10 +202,11 @@ def test_drain_sends_every_due_row_over_one_connection_and_a_second_drain_sends_
         close_runtime()
 
 
-def test_a_chunk_of_rows_is_claimed_loaded_and_marked_in_a_few_statements(
+def test_a_chunk_of_rows_is_claimed_and_loaded_once_and_each_mail_is_marked_sent_on_its_own(
     db_url: str, smtp_sink: SmtpSink, tmp_path: Path
 ) -> None:
-    # The raw mail is a deferred column: loading it row by row made one SELECT per mail sent.
+    # The raw mail is a deferred column: loading it row by row made one SELECT per mail sent. Each
+    # mail's "sent" is its own UPDATE (committed before the next mail goes out: see the crash tests).
     runtime = init_runtime(smtp_settings(db_url, smtp_sink, tmp_path), clock=FixedClock(NOW))
     try:
         ids = queue_mails(runtime.sessions, 30)
@@ -217,9 +221,93 @@ def test_a_chunk_of_rows_is_claimed_loaded_and_marked_in_a_few_statements(
         assert len(smtp_sink.messages) == 30
         raw_loads = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "message.raw" in s]
         assert len(raw_loads) == 1, raw_loads
-        assert len(statements) < 15, statements
+        claims = [s for s in statements if s.startswith("UPDATE outbox SET status") and "claimed_by" in s]
+        sent_marks = [s for s in statements if s.startswith("UPDATE outbox SET status") and "sent_at" in s]
+        assert (len(claims), len(sent_marks)) == (1, 30)
     finally:
         close_runtime()
+
+
+def test_each_mail_is_recorded_as_sent_before_the_next_is_handed_to_the_server(
+    db_url: str, smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    # A crash mid-chunk then sends again at most the one mail in flight, not the chunk's others.
+    runtime = init_runtime(smtp_settings(db_url, smtp_sink, tmp_path), clock=FixedClock(NOW))
+    try:
+        ids = queue_mails(runtime.sessions, 12)
+        sent_when_each_arrived: list[int] = []
+
+        def count_sent(_mail: object) -> None:
+            with runtime.sessions() as session:
+                sent = select(func.count()).select_from(Outbox).where(Outbox.status == OutboxStatus.SENT)
+                sent_when_each_arrived.append(session.scalar(sent) or 0)
+
+        smtp_sink.before_accept(count_sent)
+        assert Sender.from_runtime(runtime).deliver_many(ids, worker="w") == Counter({Outcome.SENT: 12})
+        assert sent_when_each_arrived == list(range(12))
+    finally:
+        close_runtime()
+
+
+def test_a_live_workers_claims_stay_its_own_and_a_dead_workers_are_retaken_after_the_timeout(
+    sessions: sessionmaker[Session],
+) -> None:
+    clock = FixedClock(NOW)
+    live_row, dead_row = queue_mails(sessions, 2)
+    with sessions.begin() as session:
+        assert claim_many(session, [live_row], worker="live", now=clock.now()) == [live_row]
+        assert claim_many(session, [dead_row], worker="dead", now=clock.now()) == [dead_row]
+    keeper = ClaimKeeper(sessions, clock, interval_s=3600)  # refreshed by hand below
+    try:
+        keeper.hold("live", [live_row])
+        for _ in range(6):  # a send that takes three minutes: the live worker keeps refreshing
+            clock.advance(CLAIM_TIMEOUT / 2)
+            assert keeper.refresh_once() == 1
+        with sessions.begin() as session:
+            assert due_ids(session, now=clock.now()) == [dead_row]
+            assert claim_many(session, [live_row, dead_row], worker="other", now=clock.now()) == [dead_row]
+        keeper.release("live", [live_row])  # e.g. its database connection broke: it stops refreshing
+        clock.advance(CLAIM_TIMEOUT + timedelta(seconds=1))
+        with sessions.begin() as session:
+            assert claim_many(session, [live_row], worker="other", now=clock.now()) == [live_row]
+    finally:
+        keeper.close()
+
+
+def test_the_claim_keepers_thread_refreshes_held_claims_on_its_own(sessions: sessionmaker[Session]) -> None:
+    clock = FixedClock(NOW)
+    (row,) = queue_mails(sessions, 1)
+    with sessions.begin() as session:
+        assert claim_many(session, [row], worker="w", now=clock.now()) == [row]
+    keeper = ClaimKeeper(sessions, clock, interval_s=0.05)
+    try:
+        keeper.hold("w", [row])
+        clock.advance(timedelta(minutes=10))
+        deadline = time.monotonic() + 10
+        while _claimed_at(sessions, row) != clock.now() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _claimed_at(sessions, row) == clock.now()
+    finally:
+        keeper.close()
+
+
+def test_the_periodic_sweep_hands_a_dead_workers_rows_on_without_waiting_out_its_grace(
+    sessions: sessionmaker[Session],
+) -> None:
+    (row,) = queue_mails(sessions, 1)
+    with sessions.begin() as session:
+        claim_many(session, [row], worker="dead", now=NOW)
+    later = NOW + CLAIM_TIMEOUT + timedelta(seconds=1)
+    handed: list[int] = []
+    assert sweep_once(sessions, now=later, enqueue=handed.append, grace=SWEEP_GRACE) == [row]
+    assert handed == [row]
+
+
+def _claimed_at(sessions: sessionmaker[Session], row_id: int) -> datetime | None:
+    with sessions() as session:
+        claimed_at = session.scalar(select(Outbox.claimed_at).where(Outbox.id == row_id))
+    # SQLite hands back naive UTC datetimes.
+    return claimed_at.replace(tzinfo=UTC) if claimed_at and claimed_at.tzinfo is None else claimed_at
 
 
 def test_refused_recipient_fails_the_row_with_an_audit_event(

@@ -35,10 +35,11 @@ from consultas.outbox import (
     due_ids,
     mark_failed,
     mark_retry,
-    mark_sent_many,
+    mark_sent,
     postpone,
 )
 from workers.broker import OUTBOX_QUEUE, actor, send_hint
+from workers.claims import ClaimKeeper
 from workers.runtime import Runtime, get_runtime, worker_name
 from workers.transport import Delivery, MailTransport, RecipientsRefusedError, SendResult
 
@@ -96,6 +97,8 @@ class Sender:
     telegram_api_url: str = ""
     #: Office hours for ``OFFICE_HOURS_TEMPLATES``; None sends them at any time.
     calendar: WorkingCalendar | None = None
+    #: Keeps the claims of rows being sent fresh; None lets them expire after ``CLAIM_TIMEOUT``.
+    claims: ClaimKeeper | None = None
 
     @classmethod
     def from_runtime(cls, runtime: Runtime) -> Sender:
@@ -108,6 +111,7 @@ class Sender:
             telegram_token=settings.telegram_token.get_secret_value(),
             telegram_api_url=settings.telegram_api_url,
             calendar=runtime.config.calendar,
+            claims=runtime.claims,
         )
 
     def deliver(self, outbox_id: int, *, worker: str) -> Outcome:
@@ -116,11 +120,13 @@ class Sender:
         return next(outcome for outcome, count in outcomes.items() if count)
 
     def deliver_many(self, outbox_ids: Iterable[int], *, worker: str) -> Counter[Outcome]:
-        """Claim, send and mark rows: one claim, one load and one ``sent`` mark per chunk.
+        """Claim, send and mark rows: one claim and one load per ``DELIVER_CHUNK`` rows.
 
         Each row gets its outcome (sent, skipped when sent or taken already, postponed, retried or
-        failed); rows are sent in id order over the transport's one connection and marked sent
-        after every ``DELIVER_CHUNK`` rows, so a crash re-sends at most one chunk.
+        failed), recorded in its own commit as soon as the server answered and before the next mail
+        of the chunk is handed to it; the chunk's mails share the transport's one connection. So a
+        crash sends again at most the one mail whose acceptance arrived and whose record did not
+        commit.
         """
         ids = sorted(set(outbox_ids))
         outcomes: Counter[Outcome] = Counter()
@@ -133,33 +139,55 @@ class Sender:
                 loaded = len(jobs)
                 jobs = self._in_office_hours(session, jobs)
                 outcomes[Outcome.POSTPONED] += loaded - len(jobs)
-            sent: list[tuple[_Job, SendResult]] = []
-            for job, result in zip(jobs, self._send_all(jobs), strict=True):
-                if isinstance(result, SendResult):
-                    sent.append((job, result))
-                elif isinstance(result, PermanentError):
-                    refused = result.refused if isinstance(result, RecipientsRefusedError) else {}
-                    outcomes[self._record_failure(job, str(result), refused)] += 1
-                elif isinstance(result, TransientError):
-                    outcomes[self._record_retry(job, str(result))] += 1
-                else:  # per-row boundary: a bug in one row's send leaves it to the retries
-                    logger.error("outbox %s (%s) failed unexpectedly", job.outbox_id, job.message_id,
-                                 exc_info=result)  # fmt: skip
-                    outcomes[self._record_retry(job, f"unexpected error: {result!r}")] += 1
-            if not sent:
-                continue
-            with self.sessions.begin() as session:
-                now = self.clock.now()
-                mark_sent_many(session, [job.outbox_id for job, _ in sent], now=now)
-                for job, result in sent:
-                    if result.refused:
-                        bounced = _mark_red_bounced(session, result.refused, now=now)
-                        _record(session, "outbox_recipient_refused", job, now=now, refused=result.refused,
-                                red_bounced=bounced)  # fmt: skip
-            for job, _ in sent:
-                logger.info("outbox %s sent (%s, %s)", job.outbox_id, job.template, job.message_id)
-            outcomes[Outcome.SENT] += len(sent)
+            outcomes.update(self._send_and_record(jobs, worker=worker))
         return outcomes
+
+    def _send_and_record(self, jobs: list[_Job], *, worker: str) -> Counter[Outcome]:
+        """Send the claimed jobs in order, recording each one's outcome right after its send."""
+        outcomes: Counter[Outcome] = Counter()
+        held = [job.outbox_id for job in jobs]
+        if self.claims is not None:
+            self.claims.hold(worker, held)
+        try:
+            mail_jobs = [job for job in jobs if not _is_telegram(job)]
+
+            def record_mail(index: int, result: SendResult | Exception) -> None:
+                outcomes[self._record(mail_jobs[index], result)] += 1
+
+            if mail_jobs:
+                deliveries = [Delivery(job.raw, job.sender, job.recipients) for job in mail_jobs]
+                self.transport.send_many(deliveries, on_result=record_mail)
+            for job in jobs:
+                if _is_telegram(job):
+                    outcomes[self._record(job, self._telegram(job))] += 1
+        finally:
+            if self.claims is not None:
+                self.claims.release(worker, held)
+        return outcomes
+
+    def _record(self, job: _Job, result: SendResult | Exception) -> Outcome:
+        """Commit what one send did to its row."""
+        if isinstance(result, SendResult):
+            return self._record_sent(job, result)
+        if isinstance(result, PermanentError):
+            refused = result.refused if isinstance(result, RecipientsRefusedError) else {}
+            return self._record_failure(job, str(result), refused)
+        if isinstance(result, TransientError):
+            return self._record_retry(job, str(result))
+        # Per-row boundary: a bug in one row's send leaves it to the retries.
+        logger.error("outbox %s (%s) failed unexpectedly", job.outbox_id, job.message_id, exc_info=result)
+        return self._record_retry(job, f"unexpected error: {result!r}")
+
+    def _record_sent(self, job: _Job, result: SendResult) -> Outcome:
+        with self.sessions.begin() as session:
+            now = self.clock.now()
+            mark_sent(session, job.outbox_id, now=now)
+            if result.refused:
+                bounced = _mark_red_bounced(session, result.refused, now=now)
+                _record(session, "outbox_recipient_refused", job, now=now, refused=result.refused,
+                        red_bounced=bounced)  # fmt: skip
+        logger.info("outbox %s sent (%s, %s)", job.outbox_id, job.template, job.message_id)
+        return Outcome.SENT
 
     def _in_office_hours(self, session: Session, jobs: list[_Job]) -> list[_Job]:
         """The jobs that may go now; office-hours mails outside them are postponed to the next opening."""
@@ -173,12 +201,6 @@ class Sender:
             logger.info("outbox %s: outside office hours, due again at %s",
                         [job.outbox_id for job in waiting], opening.isoformat())  # fmt: skip
         return [job for job in jobs if job.template not in OFFICE_HOURS_TEMPLATES]
-
-    def _send_all(self, jobs: list[_Job]) -> list[SendResult | Exception]:
-        """Each job's send result or exception, in order: the mails in one ``send_many``."""
-        mails = [Delivery(job.raw, job.sender, job.recipients) for job in jobs if not _is_telegram(job)]
-        mail_results = iter(self.transport.send_many(mails) if mails else [])
-        return [self._telegram(job) if _is_telegram(job) else next(mail_results) for job in jobs]
 
     def _telegram(self, job: _Job) -> SendResult | Exception:
         try:

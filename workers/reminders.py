@@ -346,5 +346,5 @@ def run_reminders_job() -> None:
     runtime = get_runtime()
     with runtime.sessions.begin() as session:
         result = run_reminders(session, config=runtime.config, now=runtime.clock.now())
-    # The outbox sweep (every minute) sends what was queued; no hint needed.
+    # The outbox sweep (every 10 s) sends what was queued; no hint needed.
     logger.info("reminders run: %s", result.as_dict())

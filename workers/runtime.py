@@ -27,6 +27,7 @@ from consultas.db import make_engine, make_sessionmaker
 from consultas.errors import ConfigurationError
 from consultas.settings import Settings
 from workers.broker import ACTOR_MODULES, configure_broker
+from workers.claims import ClaimKeeper
 from workers.transport import MailTransport, build_transport
 
 logger = logging.getLogger(__name__)
@@ -45,9 +46,11 @@ class Runtime:
     config: ServiceConfig
     clock: Clock
     transport: MailTransport
+    claims: ClaimKeeper
 
     def close(self) -> None:
-        """Release the transport's connections and the engine's pool."""
+        """Stop refreshing claims, release the transport's connections and the engine's pool."""
+        self.claims.close()
         self.transport.close()
         self.engine.dispose()
 
@@ -62,13 +65,16 @@ def init_runtime(
     """Build and install this process's runtime (replacing and closing a previous one)."""
     global _current
     engine = make_engine(settings.resolved_database_url)
+    sessions = make_sessionmaker(engine)
+    clock = clock or SystemClock()
     runtime = Runtime(
         settings=settings,
         engine=engine,
-        sessions=make_sessionmaker(engine),
+        sessions=sessions,
         config=ServiceConfig.from_settings(settings),
-        clock=clock or SystemClock(),
+        clock=clock,
         transport=transport or build_transport(settings),
+        claims=ClaimKeeper(sessions, clock),
     )
     with _current_lock:
         previous, _current = _current, runtime

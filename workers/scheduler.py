@@ -2,7 +2,8 @@
 
 It holds no logic and no state (STYLE 7): every actor re-reads the database and is idempotent, so
 a missed or doubled trigger is harmless and the next one catches up.
-- every minute: ``sweep_outbox`` (re-enqueue due outbox rows);
+- every ``SWEEP_INTERVAL_S`` seconds: ``sweep_outbox`` (re-enqueue due outbox rows, and the rows a dead
+  worker had claimed: with ``CLAIM_TIMEOUT`` they are sent again within a minute);
 - every 15 minutes, 08:30-16:30 Lima, Monday-Friday: ``run_reminders_job`` and
   ``send_daily_digest(today)``; the first tick of the day (08:30) sends the digest, later ticks
   find it queued (or catch it up if 08:30 was missed); the actors skip holidays themselves;
@@ -56,6 +57,11 @@ def quarterly_tick(clock: Clock, calendar: WorkingCalendar) -> list[str]:
     return [f"send_quarterly_report({quarter})"] if send_hint(send_quarterly_report, quarter) else []
 
 
+#: The outbox sweep's period: a dead worker's claims expire after ``CLAIM_TIMEOUT`` (30 s), and the
+#: next sweep hands their rows to a live worker, so they go out within a minute of the crash.
+SWEEP_INTERVAL_S = 10
+
+
 def outbox_tick() -> list[str]:
     """Enqueue the outbox sweep."""
     from workers.sweep import sweep_outbox
@@ -68,7 +74,8 @@ def build_scheduler(calendar: WorkingCalendar, clock: Clock, *, background: bool
     tz = calendar.tz
     options: dict[str, Any] = {"coalesce": True, "max_instances": 1, "misfire_grace_time": MISFIRE_GRACE_S}
     scheduler: BaseScheduler = (BackgroundScheduler if background else BlockingScheduler)(timezone=tz)
-    scheduler.add_job(outbox_tick, IntervalTrigger(minutes=1, timezone=tz), id="outbox_sweep", **options)
+    sweep = IntervalTrigger(seconds=SWEEP_INTERVAL_S, timezone=tz)
+    scheduler.add_job(outbox_tick, sweep, id="outbox_sweep", **options)
     followup = (clock, calendar)
     scheduler.add_job(
         followup_tick,

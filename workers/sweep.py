@@ -19,8 +19,9 @@ from workers.runtime import Runtime, get_runtime
 
 logger = logging.getLogger(__name__)
 
-#: A periodic sweep leaves alone rows that became due this recently: their hint is still queued.
-SWEEP_GRACE = timedelta(seconds=30)
+#: A periodic sweep leaves alone pending rows that became due this recently: their hint is most
+#: likely still queued (one enqueued twice anyway is sent once: the claim decides).
+SWEEP_GRACE = timedelta(seconds=10)
 #: Most rows one sweep enqueues; the next sweep takes the rest.
 SWEEP_LIMIT = 1000
 
@@ -33,13 +34,13 @@ def sweep_once(
     grace: timedelta = timedelta(0),
     limit: int = SWEEP_LIMIT,
 ) -> list[int]:
-    """Call ``enqueue(id)`` for each row due at ``now - grace``; return the ids handed over.
+    """Call ``enqueue(id)`` for each row due (pending rows: since ``grace``); return the ids handed over.
 
     Stops at the first enqueue error (broker down) and lets it propagate: nothing is lost, the
     rows stay due in the database for the next sweep.
     """
     with sessions() as session:
-        ids = due_ids(session, now=now - grace, limit=limit)
+        ids = due_ids(session, now=now, grace=grace, limit=limit)
     for outbox_id in ids:
         enqueue(outbox_id)
     if ids:

@@ -14,7 +14,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from pathlib import Path
@@ -52,17 +52,25 @@ class Delivery:
     recipients: Sequence[str]
 
 
+#: ``on_result(index, result)`` of ``MailTransport.send_many``.
+ResultHook = Callable[[int, "SendResult | Exception"], None]
+
+
 class MailTransport(Protocol):
     """Anything that can deliver a raw mail; implementations are safe to share between threads."""
 
     def send(self, raw: bytes, *, sender: str, recipients: Sequence[str]) -> SendResult: ...
 
-    def send_many(self, deliveries: Sequence[Delivery]) -> list[SendResult | Exception]:
+    def send_many(
+        self, deliveries: Sequence[Delivery], *, on_result: ResultHook | None = None
+    ) -> list[SendResult | Exception]:
         """Send each mail in order; each gets its result or the exception its send raised.
 
-        One mail refused or failing does not stop the next. Over SMTP the mails share one
-        connection and one run of the thread's event loop (measured with callgrind in a worker thread:
-        a run per mail costs ~4% more instructions per mail sent).
+        One mail refused or failing does not stop the next. ``on_result(index, result)`` is called
+        after each mail and before the next one is handed to the server, so that the caller can
+        record a mail as sent before anything else can go wrong; an exception it raises stops the
+        sending there and propagates. Over SMTP the mails share one connection and one run of the
+        thread's event loop.
         """
         ...
 
@@ -113,16 +121,20 @@ class FileTransport:
             raise TransientError(f"cannot write {target}: {exc}") from exc
         return SendResult()
 
-    def send_many(self, deliveries: Sequence[Delivery]) -> list[SendResult | Exception]:
+    def send_many(
+        self, deliveries: Sequence[Delivery], *, on_result: ResultHook | None = None
+    ) -> list[SendResult | Exception]:
         """``send`` for each mail (see ``MailTransport.send_many``)."""
         results: list[SendResult | Exception] = []
-        for delivery in deliveries:
+        for index, delivery in enumerate(deliveries):
             result: SendResult | Exception
             try:
                 result = self.send(delivery.raw, sender=delivery.sender, recipients=delivery.recipients)
             except Exception as exc:  # per-mail boundary: the caller records it on the mail's row
                 result = exc
             results.append(result)
+            if on_result is not None:
+                on_result(index, result)
         return results
 
     def close(self) -> None:
@@ -178,10 +190,12 @@ class SmtpTransport:
         connection = self._connection()
         return connection.runner.run(connection.send(raw, sender, list(recipients)))
 
-    def send_many(self, deliveries: Sequence[Delivery]) -> list[SendResult | Exception]:
+    def send_many(
+        self, deliveries: Sequence[Delivery], *, on_result: ResultHook | None = None
+    ) -> list[SendResult | Exception]:
         """Send each mail in order over this thread's connection (see ``MailTransport.send_many``)."""
         connection = self._connection()
-        return connection.runner.run(connection.send_each(deliveries))
+        return connection.runner.run(connection.send_each(deliveries, on_result))
 
     def close(self) -> None:
         """Close the connections of every thread (call when the process stops)."""
@@ -208,13 +222,21 @@ class _ThreadConnection:
         self.runner = asyncio.Runner()
         self.client: aiosmtplib.SMTP | None = None
 
-    async def send_each(self, deliveries: Sequence[Delivery]) -> list[SendResult | Exception]:
+    async def send_each(
+        self, deliveries: Sequence[Delivery], on_result: ResultHook | None
+    ) -> list[SendResult | Exception]:
         results: list[SendResult | Exception] = []
-        for delivery in deliveries:
+        for index, delivery in enumerate(deliveries):
+            result: SendResult | Exception
             try:
-                results.append(await self.send(delivery.raw, delivery.sender, list(delivery.recipients)))
+                result = await self.send(delivery.raw, delivery.sender, list(delivery.recipients))
             except Exception as exc:  # per-mail boundary, as in FileTransport.send_many
-                results.append(exc)
+                result = exc
+            results.append(result)
+            if on_result is not None:
+                # Synchronous on purpose: the next mail waits until this one is recorded. The loop
+                # is this thread's own, so blocking it stalls nothing else.
+                on_result(index, result)
         return results
 
     async def send(self, raw: bytes, sender: str, recipients: list[str]) -> SendResult:

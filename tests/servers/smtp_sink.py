@@ -1,16 +1,18 @@
 """An SMTP sink for edge tests: aiosmtpd on 127.0.0.1 that captures every mail it accepts.
 
 It can require AUTH without TLS (like a relay on a private network), refuse chosen recipients
-(permanent or transient codes) and be stopped and started again on the same port (outage tests:
-while stopped, connections are refused).
+(permanent or transient codes), answer DATA slowly, call a hook before accepting each mail, and be
+stopped and started again on the same port (outage tests: while stopped, connections are refused).
 """
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
@@ -44,6 +46,8 @@ class Captured:
 class _Rules:
     rejected_rcpts: dict[str, str] = field(default_factory=dict)
     data_reply: str | None = None
+    data_delay_s: float = 0.0
+    before_accept: Callable[[Captured], None] | None = None
 
 
 class _Handler:
@@ -78,21 +82,25 @@ class _Handler:
         refusal = self._sink._data_refusal()
         if refusal is not None:
             return refusal
+        rules = self._sink._current_rules()
+        if rules.data_delay_s:
+            await asyncio.sleep(rules.data_delay_s)
         raw = envelope.original_content or b""
         if isinstance(envelope.content, bytes) and not raw:
             raw = envelope.content
         login = session.auth_data.login if isinstance(session.auth_data, LoginPassword) else None
         message = email.message_from_bytes(raw, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
-        self._sink._capture(
-            Captured(
-                mail_from=envelope.mail_from or "",
-                rcpt_tos=list(envelope.rcpt_tos),
-                raw=raw,
-                message=message,
-                auth_login=login.decode() if isinstance(login, bytes) else None,
-            )
+        captured = Captured(
+            mail_from=envelope.mail_from or "",
+            rcpt_tos=list(envelope.rcpt_tos),
+            raw=raw,
+            message=message,
+            auth_login=login.decode() if isinstance(login, bytes) else None,
         )
+        if rules.before_accept is not None:
+            rules.before_accept(captured)
+        self._sink._capture(captured)
         return "250 Message accepted for delivery"
 
 
@@ -181,6 +189,16 @@ class SmtpSink:
         with self._condition:
             self._rules.data_reply = f"{code} {text}"
 
+    def slow_down(self, data_delay_s: float) -> None:
+        """Answer every DATA only after ``data_delay_s`` seconds (a slow or distant server) until reset()."""
+        with self._condition:
+            self._rules.data_delay_s = data_delay_s
+
+    def before_accept(self, hook: Callable[[Captured], None]) -> None:
+        """Call ``hook(mail)`` in the server's thread before each mail is accepted, until reset()."""
+        with self._condition:
+            self._rules.before_accept = hook
+
     def reset(self) -> None:
         """Forget captured mails and every rejection rule."""
         with self._condition:
@@ -192,6 +210,10 @@ class SmtpSink:
     def _refusal_for(self, address: str) -> str | None:
         with self._condition:
             return self._rules.rejected_rcpts.get(address.lower())
+
+    def _current_rules(self) -> _Rules:
+        with self._condition:
+            return self._rules
 
     def _data_refusal(self) -> str | None:
         with self._condition:
