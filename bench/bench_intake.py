@@ -241,7 +241,8 @@ def running_service(
                 workers.stop()
                 peak.record_workers(workers)
         else:
-            from workers.runtime import close_runtime, get_runtime, start_inprocess_workers
+            from workers.embedded import start_inprocess_workers
+            from workers.runtime import close_runtime, get_runtime
 
             handle = start_inprocess_workers(settings, threads=topology.threads)
             try:

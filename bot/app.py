@@ -46,11 +46,10 @@ from bot.conversation import (
 )
 from bot.estado import EstadoLookup, estado_handler
 from bot.flood import FloodGuard, Verdict
-from bot.sender import file_url
 from consultas.clock import Clock, SystemClock
 from consultas.context import ServiceConfig
 from consultas.errors import ConfigurationError
-from consultas.settings import Settings
+from consultas.settings import Settings, telegram_file_url
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +97,7 @@ def build_application(
         ApplicationBuilder()
         .token(token)
         .base_url(settings.telegram_api_url)
-        .base_file_url(file_url(settings.telegram_api_url))
+        .base_file_url(telegram_file_url(settings.telegram_api_url))
         .defaults(Defaults(parse_mode=ParseMode.HTML, link_preview_options=NO_PREVIEWS))
         .persistence(persistence)
         .connect_timeout(CONNECT_TIMEOUT_S)

@@ -2,7 +2,7 @@
 
 Values typed by a citizen are never pasted in here raw: callers go through ``render`` (or
 ``html.escape``), so a "<b>" typed by a user is shown literally. Relayed Red answers
-(``bot.sender``) are plain text with no parse mode at all.
+(``workers.telegram``) are plain text with no parse mode at all.
 """
 
 from __future__ import annotations

@@ -170,3 +170,10 @@ def load_settings(**overrides: Any) -> Settings:
             "(production); it signs the Red reply addresses"
         )
     return settings
+
+
+def telegram_file_url(api_url: str) -> str:
+    """The Bot API file URL that goes with ``api_url`` (``.../bot`` -> ``.../file/bot``)."""
+    base = api_url.rstrip("/")
+    head, _, tail = base.rpartition("/")
+    return f"{head}/file/{tail}" if head else f"{base}/file"

@@ -119,7 +119,8 @@ async def serve(settings: Settings, *, clock: Clock | None = None, stop: asyncio
     engine, sessions = open_database(settings.resolved_database_url)
     config = ServiceConfig.from_settings(settings)
     load_red_registry(settings, sessions, clock)
-    from workers.runtime import close_runtime, start_inprocess_workers
+    from workers.embedded import start_inprocess_workers
+    from workers.runtime import close_runtime
 
     workers = start_inprocess_workers(settings, clock=clock)
     loop = asyncio.get_running_loop()

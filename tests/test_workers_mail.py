@@ -400,7 +400,7 @@ def test_file_transport_writes_one_readable_eml_per_mail(db_url: str, tmp_path: 
 def test_in_process_workers_send_rows_committed_before_start_and_hinted_after(
     db_url: str, smtp_sink: SmtpSink, tmp_path: Path
 ) -> None:
-    from workers.runtime import start_inprocess_workers
+    from workers.embedded import start_inprocess_workers
 
     settings = smtp_settings(db_url, smtp_sink, tmp_path)
     before = queue_mails(init_runtime(settings).sessions, 2, key="before")

@@ -74,7 +74,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _run_inprocess(settings: Settings, *, threads: int) -> int:
-    from workers.runtime import close_runtime, start_inprocess_workers
+    from workers.embedded import start_inprocess_workers
+    from workers.runtime import close_runtime
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -11,9 +11,6 @@ what to do with it). The claim (a conditional UPDATE) makes two workers never se
 
 from __future__ import annotations
 
-import asyncio
-import importlib
-import inspect
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -21,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.orm import Session, sessionmaker, undefer
 
 from consultas import events
@@ -32,6 +29,7 @@ from consultas.mailer import OutgoingAttachment
 from consultas.models import Channel, Consulta, Message, Outbox, RedMember
 from consultas.outbox import (
     claim_many,
+    commit_sent,
     due_ids,
     mark_failed,
     mark_retry,
@@ -41,6 +39,7 @@ from consultas.outbox import (
 from workers.broker import OUTBOX_QUEUE, actor, send_hint
 from workers.claims import ClaimKeeper
 from workers.runtime import Runtime, get_runtime, worker_name
+from workers.telegram import TelegramTransport
 from workers.transport import Delivery, MailTransport, RecipientsRefusedError, SendResult
 
 logger = logging.getLogger(__name__)
@@ -87,14 +86,14 @@ class _Job:
 
 @dataclass(frozen=True)
 class Sender:
-    """Delivers outbox rows through a mail transport (and ``bot.sender`` for Telegram rows)."""
+    """Delivers outbox rows through a mail transport, and Telegram rows through the Telegram one."""
 
     sessions: sessionmaker[Session]
     transport: MailTransport
     clock: Clock
     max_attempts: int
-    telegram_token: str = ""
-    telegram_api_url: str = ""
+    #: Sends Telegram rows; None fails them (no bot token configured).
+    telegram: TelegramTransport | None = None
     #: Office hours for ``OFFICE_HOURS_TEMPLATES``; None sends them at any time.
     calendar: WorkingCalendar | None = None
     #: Keeps the claims of rows being sent fresh; None lets them expire after ``CLAIM_TIMEOUT``.
@@ -108,8 +107,7 @@ class Sender:
             transport=runtime.transport,
             clock=runtime.clock,
             max_attempts=settings.outbox_max_attempts,
-            telegram_token=settings.telegram_token.get_secret_value(),
-            telegram_api_url=settings.telegram_api_url,
+            telegram=TelegramTransport(settings.telegram_token.get_secret_value(), settings.telegram_api_url),
             calendar=runtime.config.calendar,
             claims=runtime.claims,
         )
@@ -150,23 +148,33 @@ class Sender:
             self.claims.hold(worker, held)
         try:
             mail_jobs = [job for job in jobs if not _is_telegram(job)]
+            with self._engine().connect() as recorder:
 
-            def record_mail(index: int, result: SendResult | Exception) -> None:
-                outcomes[self._record(mail_jobs[index], result)] += 1
+                def record_mail(index: int, result: SendResult | Exception) -> None:
+                    outcomes[self._record(mail_jobs[index], result, recorder)] += 1
 
-            if mail_jobs:
-                deliveries = [Delivery(job.raw, job.sender, job.recipients) for job in mail_jobs]
-                self.transport.send_many(deliveries, on_result=record_mail)
-            for job in jobs:
-                if _is_telegram(job):
-                    outcomes[self._record(job, self._telegram(job))] += 1
+                if mail_jobs:
+                    deliveries = [Delivery(job.raw, job.sender, job.recipients) for job in mail_jobs]
+                    self.transport.send_many(deliveries, on_result=record_mail)
+                for job in jobs:
+                    if _is_telegram(job):
+                        outcomes[self._record(job, self._telegram(job), recorder)] += 1
         finally:
             if self.claims is not None:
                 self.claims.release(worker, held)
         return outcomes
 
-    def _record(self, job: _Job, result: SendResult | Exception) -> Outcome:
-        """Commit what one send did to its row."""
+    def _engine(self) -> Engine:
+        engine = self.sessions.kw["bind"]
+        assert isinstance(engine, Engine), "Sender needs a sessionmaker bound to an engine"
+        return engine
+
+    def _record(self, job: _Job, result: SendResult | Exception, recorder: Connection) -> Outcome:
+        """Commit what one send did to its row (a plain success on ``recorder``, held for the chunk)."""
+        if isinstance(result, SendResult) and not result.refused:
+            commit_sent(recorder, job.outbox_id, now=self.clock.now())
+            logger.info("outbox %s sent (%s, %s)", job.outbox_id, job.template, job.message_id)
+            return Outcome.SENT
         if isinstance(result, SendResult):
             return self._record_sent(job, result)
         if isinstance(result, PermanentError):
@@ -179,13 +187,13 @@ class Sender:
         return self._record_retry(job, f"unexpected error: {result!r}")
 
     def _record_sent(self, job: _Job, result: SendResult) -> Outcome:
+        """A send that some recipients refused: sent, the refusals recorded (a Red address bounced)."""
         with self.sessions.begin() as session:
             now = self.clock.now()
             mark_sent(session, job.outbox_id, now=now)
-            if result.refused:
-                bounced = _mark_red_bounced(session, result.refused, now=now)
-                _record(session, "outbox_recipient_refused", job, now=now, refused=result.refused,
-                        red_bounced=bounced)  # fmt: skip
+            bounced = _mark_red_bounced(session, result.refused, now=now)
+            _record(session, "outbox_recipient_refused", job, now=now, refused=result.refused,
+                    red_bounced=bounced)  # fmt: skip
         logger.info("outbox %s sent (%s, %s)", job.outbox_id, job.template, job.message_id)
         return Outcome.SENT
 
@@ -204,25 +212,12 @@ class Sender:
 
     def _telegram(self, job: _Job) -> SendResult | Exception:
         try:
-            self._send_telegram(job)
+            if self.telegram is None:
+                raise PermanentError("CONSULTAS_TELEGRAM_TOKEN is not set: Telegram messages cannot be sent")
+            self.telegram.send(job.payload, job.documents)
         except Exception as exc:  # per-row boundary, as for mails in ``send_many``
             return exc
         return SendResult()
-
-    def _send_telegram(self, job: _Job) -> None:
-        if not self.telegram_token:
-            raise PermanentError("CONSULTAS_TELEGRAM_TOKEN is not set: Telegram messages cannot be sent")
-        try:
-            sender_module = importlib.import_module("bot.sender")
-        except ModuleNotFoundError as exc:
-            if exc.name not in {"bot.sender", "bot"}:
-                raise
-            raise TransientError("bot.sender is not installed: Telegram row left pending") from exc
-        result = sender_module.send_telegram_row(
-            job.payload, job.documents, self.telegram_token, self.telegram_api_url
-        )
-        if inspect.isawaitable(result):
-            asyncio.run(_await(result))
 
     def _record_retry(self, job: _Job, error: str) -> Outcome:
         with self.sessions.begin() as session:
@@ -247,10 +242,6 @@ class Sender:
 
 def _is_telegram(job: _Job) -> bool:
     return job.channel == Channel.TELEGRAM
-
-
-async def _await(awaitable: Any) -> Any:
-    return await awaitable
 
 
 def _load_jobs(session: Session, outbox_ids: list[int]) -> list[_Job]:

@@ -8,18 +8,25 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.sender import MAX_MESSAGE_LENGTH, file_url, send_telegram_row, send_telegram_row_sync, split_message
 from bot.store import admit_flow
 from consultas.clock import FixedClock
 from consultas.errors import PermanentError, TransientError
 from consultas.mailer import OutgoingAttachment
 from consultas.models import Channel, Consulta, Outbox, OutboxStatus
+from consultas.settings import telegram_file_url as file_url
 from intake.requisitos import Requisitos
 from routing.answer import send_answer
 from tests.bot_support import DNI, EMAIL, PHONE, QUESTION
 from tests.routing_support import CONFIG, NOW, load_example_red
 from tests.servers.fake_bot_api import FakeBotApi
 from workers.mail import Sender
+from workers.telegram import (
+    MAX_MESSAGE_LENGTH,
+    TelegramTransport,
+    send_telegram_row,
+    send_telegram_row_sync,
+    split_message,
+)
 from workers.transport import FileTransport
 
 CHAT = 5553001
@@ -145,7 +152,7 @@ def test_the_outbox_worker_relays_a_red_answer_to_the_telegram_chat(
         [row_id] = session.scalars(select(Outbox.id).where(Outbox.channel == Channel.TELEGRAM)).all()
     sender = Sender(
         sessions=sessions, transport=FileTransport(tmp_path / "outbox"), clock=FixedClock(NOW),
-        max_attempts=3, telegram_token=fake_bot_api.token, telegram_api_url=fake_bot_api.base_url,
+        max_attempts=3, telegram=TelegramTransport(fake_bot_api.token, fake_bot_api.base_url),
     )  # fmt: skip
 
     # When the outbox worker sends the Telegram row

@@ -1,7 +1,8 @@
-"""Send one Telegram outbox row (the Red's answer relayed to the chat): text split to Telegram's
-limit, then the attachments as documents.
+"""The Telegram transport: send one Telegram outbox row (the Red's answer relayed to the chat), text
+split to Telegram's limit, then the attachments as documents.
 
-Used by the workers' outbox actor (``workers.mail``). Telegram errors are translated once, here,
+The transport beside SMTP (``workers.transport``) that the outbox sender (``workers.mail``) uses for
+Telegram rows. Telegram errors are translated once, here,
 into ``TransientError`` (retry later) or ``PermanentError`` (record and stop). The relayed text
 is plain (no parse mode), so whatever the Red wrote is shown literally.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from telegram import Bot
@@ -26,6 +28,7 @@ from telegram.error import (
 from telegram.request import HTTPXRequest
 
 from consultas.errors import PermanentError, TransientError
+from consultas.settings import telegram_file_url
 
 #: Telegram's maximum message length (characters counted as UTF-16 code units).
 MAX_MESSAGE_LENGTH = 4096
@@ -36,19 +39,15 @@ WRITE_TIMEOUT_S = 60.0  # documents up to the attachment cap
 
 
 class _Document(Protocol):
-    filename: str
-    content_type: str
-    content: bytes
+    @property
+    def filename(self) -> str: ...
+    @property
+    def content_type(self) -> str: ...
+    @property
+    def content(self) -> bytes: ...
 
 
 DocumentLike = tuple[str, str, bytes] | _Document
-
-
-def file_url(api_url: str) -> str:
-    """The Bot API file URL that goes with ``api_url`` (``.../bot`` -> ``.../file/bot``)."""
-    base = api_url.rstrip("/")
-    head, _, tail = base.rpartition("/")
-    return f"{head}/file/{tail}" if head else f"{base}/file"
 
 
 def _utf16_length(text: str) -> int:
@@ -122,7 +121,7 @@ async def send_telegram_row(
     request = HTTPXRequest(
         connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S, write_timeout=WRITE_TIMEOUT_S
     )
-    bot = Bot(token, base_url=api_url, base_file_url=file_url(api_url), request=request)
+    bot = Bot(token, base_url=api_url, base_file_url=telegram_file_url(api_url), request=request)
     try:
         async with bot:
             for piece in pieces:
@@ -150,3 +149,17 @@ def send_telegram_row_sync(
 ) -> None:
     """``send_telegram_row`` for synchronous callers (a worker thread without an event loop)."""
     asyncio.run(send_telegram_row(payload, documents, token, api_url))
+
+
+@dataclass(frozen=True)
+class TelegramTransport:
+    """Sends Telegram outbox rows with the bot's token; safe to share between threads."""
+
+    token: str
+    api_url: str
+
+    def send(self, payload: dict[str, Any], documents: Sequence[DocumentLike]) -> None:
+        """Send one row (see ``send_telegram_row``); PermanentError when no token is configured."""
+        if not self.token:
+            raise PermanentError("CONSULTAS_TELEGRAM_TOKEN is not set: Telegram messages cannot be sent")
+        send_telegram_row_sync(payload, documents, self.token, self.api_url)
