@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run every check the project has: ruff, mypy, then the test suite (extra arguments go to pytest).
+# Run every check the project has: ruff (lint and format), mypy, then the test suite (extra arguments go
+# to pytest).
 # Creates .venv and installs the project with its test extras on the first run.
 # Edge tests need Dovecot, PostgreSQL and Redis: run `sudo scripts/install-test-deps.sh` once;
 # without them those tests are skipped (and fail in CI, where CI=true).
@@ -24,6 +25,7 @@ run() {
 }
 
 run ruff .venv/bin/ruff check .
+run ruff-format .venv/bin/ruff format --check .
 run mypy .venv/bin/mypy
 run pytest .venv/bin/python -m pytest -q "$@"
 

@@ -21,6 +21,8 @@ from bench.intake_topology import CpuMeter, DumpedMails
 from tests.plugins.database import PG_ADMIN_URL
 from tests.servers.dovecot import DovecotServer
 
+pytestmark = pytest.mark.slow  # runs the benchmarks
+
 REPO = Path(__file__).resolve().parents[1]
 GEN_CORPUS = Path("/work/shared/bench/gen_corpus.py")
 #: A Redis database of its own: the suite flushes 15, the benchmark refuses 0 and 15.

@@ -82,6 +82,7 @@ def _consultas(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subp
         ),
     ],
 )
+@pytest.mark.slow
 def test_deadline_prints_the_presented_and_due_dates_as_json(
     args: list[str], expected: dict[str, str], tmp_path: Path
 ) -> None:
@@ -90,6 +91,7 @@ def test_deadline_prints_the_presented_and_due_dates_as_json(
     assert json.loads(result.stdout) == expected
 
 
+@pytest.mark.slow
 def test_deadline_refuses_a_bad_instant_in_one_line(tmp_path: Path) -> None:
     result = _consultas("deadline", "--received", "ayer por la tarde", cwd=tmp_path)
     assert result.returncode == 2
@@ -97,6 +99,7 @@ def test_deadline_refuses_a_bad_instant_in_one_line(tmp_path: Path) -> None:
     assert result.stderr.startswith("consultas deadline: error:")
 
 
+@pytest.mark.slow
 def test_a_dot_env_file_in_the_working_directory_is_read(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("CONSULTAS_NON_WORKING_DAYS=2024-12-02,2024-12-03\n", encoding="utf-8")
     result = _consultas("deadline", "--received", "2024-11-27T17:00:00-05:00", cwd=tmp_path)

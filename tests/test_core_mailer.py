@@ -478,9 +478,11 @@ def test_templates_read_a_dicts_keys_as_jinja_does_methods_first_and_a_missing_k
     globals_source = (
         "{{ range(3) | list }}|{% set ns = namespace(n=1) %}{{ ns.n }}|{{ '2026-01-05' | fecha }}"
     )
-    ours = mailer._environment(autoescape=autoescape).from_string(globals_source, globals={"extra": 1})
-    assert ours.render() == "[0, 1, 2]|1|lunes 5 de enero de 2026"
-    assert ours.globals["extra"] == 1 and "extra" not in mailer._environment(autoescape=autoescape).globals
+    template = mailer._environment(autoescape=autoescape).from_string(globals_source, globals={"extra": 1})
+    assert template.render() == "[0, 1, 2]|1|lunes 5 de enero de 2026"
+    assert (
+        template.globals["extra"] == 1 and "extra" not in mailer._environment(autoescape=autoescape).globals
+    )
 
 
 @pytest.mark.parametrize("name", ["Subject", "X-" + "N" * 70])

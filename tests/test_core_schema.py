@@ -37,6 +37,7 @@ def test_migrated_schema_has_every_table_and_the_uniqueness_guards(engine: Engin
     assert ("idempotency_key",) in outbox_uniques
 
 
+@pytest.mark.slow
 def test_db_upgrade_command_creates_the_embedded_database_and_is_repeatable(tmp_path: Path) -> None:
     for _ in range(2):
         result = subprocess.run(
@@ -76,7 +77,7 @@ def test_stored_mail_and_attachments_are_compressed_with_lz4_on_postgresql(engin
         has_lz4 = connection.exec_driver_sql(
             "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
         ).scalar()
-        methods = dict(
+        methods: dict[str, str] = dict(
             connection.exec_driver_sql(
                 "SELECT attrelid::regclass::text || '.' || attname, attcompression FROM pg_attribute"
                 " WHERE (attrelid::regclass::text, attname) IN"

@@ -62,6 +62,7 @@ def test_embedded_secret_key_is_created_once_and_kept(tmp_path: Path) -> None:
     assert load_settings(var_dir=tmp_path).secret_key_bytes() == first
 
 
+@pytest.mark.slow
 def test_the_command_prints_one_line_naming_the_setting_and_no_traceback(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "consultas.cli", "db", "upgrade"],

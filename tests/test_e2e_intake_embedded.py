@@ -20,6 +20,8 @@ import pytest
 from tests.servers.smtp_sink import SmtpSink
 from tests.test_intake_pipeline import citizen_mail
 
+pytestmark = pytest.mark.slow  # runs `consultas` in subprocesses
+
 DEADLINE_S = 30.0
 CONFIRMATION_SUBJECT = "Su consulta ha sido registrada"
 

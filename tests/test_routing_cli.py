@@ -13,6 +13,8 @@ import pytest
 
 from tests.routing_support import DGPMI_TITULAR, EXAMPLE_RED
 
+pytestmark = pytest.mark.slow  # runs `consultas` in subprocesses
+
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:

@@ -29,6 +29,7 @@ from workers.transport import MailTransport, build_transport
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class Runtime:
     """Everything an actor needs besides its arguments; one per process."""
