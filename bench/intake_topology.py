@@ -562,7 +562,7 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 def _role(pid: int, cmdline: str) -> str:
     if pid == os.getpid():
         return "intake"
-    if "workers.runtime:boot_from_environment" in cmdline or " worker --processes " in cmdline:
+    if "workers.boot:boot_from_environment" in cmdline or " worker --processes " in cmdline:
         return "workers"
     if "intake_topology.py sink" in cmdline or "smtp-sink" in cmdline:
         return "sink"

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from consultas.validators import normalize_email, normalize_phone
 from intake.parse_command import parse_to_json
-from intake.validators import normalize_email, normalize_phone
 
 GEN_CORPUS = Path("/work/shared/bench/gen_corpus.py")
 

@@ -2,7 +2,7 @@
 
 Each step validates its answer at once (intake's validators, the same as mail's) and re-asks
 with the reason; the draft lives in ``chat_data["draft"]`` (PTB persistence keeps it across
-restarts); confirmation goes through ``bot.store.admit_flow`` (``intake.admission``). The state
+restarts); confirmation goes through ``bot.store.admit_flow`` (``routing.admission``). The state
 diagram is ``bot/conversation.mmd``; ``/estado`` is ``bot.estado``; wiring (persistence, flood
 control, errors) is ``bot.app``.
 """
@@ -51,7 +51,7 @@ from bot.draft import (
 )
 from consultas.clock import Clock
 from consultas.context import ServiceConfig
-from intake.requisitos import check_requisitos
+from consultas.requisitos import check_requisitos
 
 logger = logging.getLogger(__name__)
 

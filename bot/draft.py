@@ -13,8 +13,8 @@ from enum import StrEnum
 from typing import Any, Final
 
 from bot import texts
-from intake.requisitos import Requisitos
-from intake.validators import (
+from consultas.requisitos import Requisitos
+from consultas.validators import (
     normalize_email,
     normalize_phone,
     validate_document,

@@ -2,7 +2,7 @@
 
 Owns the unit of work of the bot's use cases: admitting a confirmed form exactly once per flow
 (``admit_flow``), the tema buttons (``temas``) and the ``/estado`` look-up (``estado``).
-Admission itself is ``intake.admission.admit_structured``, the same door as mail's.
+Admission itself is ``routing.admission.admit_structured``, the same door as mail's.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from consultas.models import (
     Outbox,
     OutboxStatus,
 )
-from intake.requisitos import Requisitos
-from intake.validators import validate_document
+from consultas.requisitos import Requisitos
+from consultas.validators import validate_document
 
 _SEPARATORS_RE = re.compile(r"[\s.\-]")
 
@@ -106,7 +106,7 @@ def admit_flow(
     in the admission's transaction, as a mail's Message-ID is: the database, not luck, makes a
     double confirmation (or two bot processes) create one consulta.
     """
-    from intake.admission import admit_structured
+    from routing.admission import admit_structured
 
     mailbox, key = f"telegram:{chat_id}", _flow_key(flow_id)
     try:

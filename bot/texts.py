@@ -57,7 +57,7 @@ REINTENTAR: Final = "⚠️ {motivo}\nPor favor, inténtelo de nuevo."
 USE_BOTONES: Final = "Por favor, elija una de las opciones con los botones."
 
 # Reasons of the bot's own checks (the identity, email, RUC and phone reasons come from
-# intake.requisitos, the same as for mail).
+# consultas.requisitos, the same as for mail).
 MOTIVO_NOMBRE: Final = "Escriba solo letras (sin números ni símbolos)."
 MOTIVO_NOMBRE_LARGO: Final = "El texto es demasiado largo (máximo {maximo} caracteres)."
 MOTIVO_RAZON_SOCIAL: Final = "Escriba la razón social de la entidad (al menos 2 caracteres)."

@@ -1,4 +1,4 @@
-"""Subcommands of the intake package: ``parse`` (``serve`` and ``poll`` join them)."""
+"""Subcommands of the intake package: ``parse`` and ``poll``."""
 
 from __future__ import annotations
 
@@ -21,17 +21,6 @@ def register(subparsers: Any) -> None:
     )
     parse.add_argument("file", metavar="FILE.eml", help="the mail, or - to read standard input")
     parse.set_defaults(handler=_parse)
-    serve = subparsers.add_parser(
-        "serve",
-        help="run the whole service in one process (intake, workers, Telegram bot)",
-        description=(
-            "Poll the mailbox (IMAP when CONSULTAS_IMAP_HOST is set, else the Maildir under "
-            "CONSULTAS_VAR_DIR/maildir), send the outbox (SMTP when CONSULTAS_SMTP_HOST is set, else "
-            ".eml files in CONSULTAS_VAR_DIR/outbox) and run the Telegram bot when "
-            "CONSULTAS_TELEGRAM_TOKEN is set. Run `consultas db upgrade` first. Stops on SIGINT/SIGTERM."
-        ),
-    )
-    serve.set_defaults(handler=_serve)
     register_poll(subparsers)
 
 
@@ -57,14 +46,4 @@ def _parse(args: argparse.Namespace) -> int:
         print(f"consultas parse: error: not a mail: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result, ensure_ascii=False, indent=2))
-    return 0
-
-
-def _serve(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from intake.serve import serve
-
-    settings = load_settings()
-    asyncio.run(serve(settings))
     return 0

@@ -30,13 +30,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from consultas.clock import Clock
 from consultas.context import ServiceConfig
 from consultas.errors import ConfigurationError, TransientError
+from consultas.lease import NamedLease, mailbox_lease_name
 from consultas.models import MailboxState
 from consultas.outbox import last_id, pending_after
 from consultas.settings import Settings
 from intake.batching import MAX_BATCH_BYTES, collect_after_batch, size_bounded_batches
 from intake.imap_client import ImapConnection, connect
 from intake.pipeline import InboundOutcome, process_inbound_batch, process_inbound_mail, quarantine_mail
-from workers.lease import NamedLease, mailbox_lease_name
 
 logger = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from consultas.clock import Clock
 from consultas.context import ServiceConfig
 from consultas.outbox import last_id, pending_after
 from intake.batching import MAX_BATCH_BYTES, collect_after_batch, size_bounded_batches
-from intake.outcome import InboundOutcome, OutcomeKind
 from intake.pipeline import process_inbound_batch, process_inbound_mail, quarantine_mail
+from routing.outcome import InboundOutcome, OutcomeKind
 
 logger = logging.getLogger(__name__)
 

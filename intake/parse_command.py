@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from intake.loops import MailKind, classify_automatic
-from intake.mime import DEFAULT_MAX_ATTACHMENT_BYTES, parse_mail
-from intake.requisitos import extract_requisitos
+from consultas.loops import MailKind, classify_automatic
+from consultas.mime import DEFAULT_MAX_ATTACHMENT_BYTES, parse_mail
+from consultas.requisitos import extract_requisitos
 
 
 def parse_to_json(

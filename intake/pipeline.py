@@ -21,6 +21,8 @@ from consultas.bulkwrite import add_row, copy_block
 from consultas.context import ServiceConfig
 from consultas.ids import preassign_id, reserve_ids
 from consultas.lookup import sent_message_pks, stored_message_pks
+from consultas.loops import LoopVerdict, MailKind, classify_automatic
+from consultas.mime import ParsedMail, normalize_message_id, parse_mail
 from consultas.models import (
     Attachment,
     Channel,
@@ -32,11 +34,9 @@ from consultas.models import (
 )
 from consultas.numbering import number_block
 from consultas.outbox import preload_recent_automatic
-from intake import admission
-from intake.loops import LoopVerdict, MailKind, classify_automatic
-from intake.mime import ParsedMail, normalize_message_id, parse_mail
-from intake.outcome import InboundOutcome, OutcomeKind
+from routing import admission
 from routing.assignment import on_routed_mail_bounce, tell_ogdau
+from routing.outcome import InboundOutcome, OutcomeKind
 from routing.replies import handle_reply
 
 __all__ = [

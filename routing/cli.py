@@ -159,8 +159,8 @@ def _member_json(member: Any) -> dict[str, Any]:
 
 def _classify(args: argparse.Namespace) -> int:
     from consultas.errors import MalformedMailError
+    from consultas.mime import parse_mail
     from consultas.settings import load_settings
-    from intake.mime import parse_mail
     from routing.classify import OrganoTopics, classify
     from routing.red_registry_file import load_registry_file
 

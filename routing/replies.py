@@ -35,10 +35,10 @@ from consultas import events
 from consultas.context import ServiceConfig
 from consultas.lookup import sent_message_pks
 from consultas.mailer import Envelope
+from consultas.mime import ParsedMail
 from consultas.models import Consulta, ConsultaStatus, Message, MessageKind, Outbox
 from consultas.numbering import find_numbers
 from consultas.outbox import enqueue_mail
-from intake.mime import ParsedMail
 from routing.answer import answering_organo_name, send_answer
 from routing.assignment import (
     OGDAU,

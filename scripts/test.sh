@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run every check the project has: ruff (lint and format), mypy, then the test suite (extra arguments go
-# to pytest).
+# Run every check the project has: ruff (lint and format), the import contracts (lint-imports), mypy,
+# then the test suite (extra arguments go to pytest).
 # Creates .venv and installs the project with its test extras on the first run.
 # Edge tests need Dovecot, PostgreSQL and Redis: run `sudo scripts/install-test-deps.sh` once;
 # without them those tests are skipped (and fail in CI, where CI=true).
@@ -26,6 +26,7 @@ run() {
 
 run ruff .venv/bin/ruff check .
 run ruff-format .venv/bin/ruff format --check .
+run lint-imports .venv/bin/lint-imports
 run mypy .venv/bin/mypy
 run pytest .venv/bin/python -m pytest -q "$@"
 

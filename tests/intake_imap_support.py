@@ -171,7 +171,7 @@ def serve_env(
 @contextmanager
 def serving(env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`consultas db upgrade`, then `consultas serve` for the block; it must stop cleanly on SIGTERM."""
-    command = [sys.executable, "-m", "consultas.cli"]
+    command = [sys.executable, "-m", "app.cli"]
     upgrade = [*command, "db", "upgrade"]
     subprocess.run(upgrade, env=env, cwd=cwd, check=True, capture_output=True, timeout=120)
     log_path = cwd / "serve.log"

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from consultas.calendar import WorkingCalendar
 from consultas.context import ServiceConfig
+from consultas.mime import ParsedMail, parse_mail
 from consultas.models import (
     Attachment,
     Channel,
@@ -27,7 +28,6 @@ from consultas.models import (
     Outbox,
 )
 from consultas.outbox import MailIdentity
-from intake.mime import ParsedMail, parse_mail
 from routing.red_registry import apply_registry
 from routing.red_registry_file import parse_registry
 from routing.reply_address import make_reply_address

@@ -9,14 +9,14 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.cli import main
 from bot.app import build_application
 from bot.store import admit_flow
-from consultas.cli import main
 from consultas.clock import FixedClock
 from consultas.errors import ConfigurationError
 from consultas.models import Consulta, Outbox
+from consultas.requisitos import Requisitos
 from consultas.settings import Settings
-from intake.requisitos import Requisitos
 from tests.bot_support import DNI, EMAIL, PHONE, QUESTION, Citizen, fill_form, running_bot
 from tests.routing_support import CONFIG, NOW, load_example_red
 from tests.servers.fake_bot_api import FakeBotApi

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from bot.draft import Step, accept_text, next_step, reopen, set_entidad, set_tipo_documento, to_requisitos
-from intake.requisitos import check_requisitos
+from consultas.requisitos import check_requisitos
 
 COMPLETE: dict[str, Any] = {
     "entidad": False, "tipo_documento": "DNI", "numero_documento": "45781236", "nombres": "Ana",

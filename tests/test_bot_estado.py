@@ -7,7 +7,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.store import admit_flow
-from intake.requisitos import Requisitos
+from consultas.requisitos import Requisitos
 from tests.bot_support import DNI, EMAIL, PHONE, QUESTION, Citizen, running_bot
 from tests.routing_support import CONFIG, NOW, load_example_red
 from tests.servers.fake_bot_api import FakeBotApi

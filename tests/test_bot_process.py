@@ -60,7 +60,7 @@ def consultas_env(tmp_path: Path, api: FakeBotApi, **extra: str) -> dict[str, st
 def consultas(*args: str, env: dict[str, str]) -> None:
     """Run a short `consultas` command to completion; it must succeed."""
     result = subprocess.run(
-        [sys.executable, "-m", "consultas.cli", *args],
+        [sys.executable, "-m", "app.cli", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -77,7 +77,7 @@ class Service:
         self.log = log
         with log.open("wb") as output:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "consultas.cli", command],
+                [sys.executable, "-m", "app.cli", command],
                 env=env,
                 stdout=output,
                 stderr=subprocess.STDOUT,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from consultas.cli import build_parser, main
+from app.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -53,7 +53,7 @@ def test_every_subcommand_explains_itself(path: tuple[str, ...], capsys: pytest.
 def _consultas(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO)}
     return subprocess.run(
-        [sys.executable, "-m", "consultas.cli", *args],
+        [sys.executable, "-m", "app.cli", *args],
         env={**base, **(env or {})},
         cwd=cwd,
         capture_output=True,

@@ -41,13 +41,13 @@ def test_migrated_schema_has_every_table_and_the_uniqueness_guards(engine: Engin
 def test_db_upgrade_command_creates_the_embedded_database_and_is_repeatable(tmp_path: Path) -> None:
     for _ in range(2):
         result = subprocess.run(
-            [sys.executable, "-m", "consultas.cli", "db", "upgrade"],
+            [sys.executable, "-m", "app.cli", "db", "upgrade"],
             cwd=tmp_path, capture_output=True, text=True, check=False, env={"PATH": "/usr/bin:/bin"},
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
     assert (tmp_path / "var" / "consultas.sqlite3").exists()
     current = subprocess.run(
-        [sys.executable, "-m", "consultas.cli", "db", "current"],
+        [sys.executable, "-m", "app.cli", "db", "current"],
         cwd=tmp_path, capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert current.stdout.strip() == "0002"

@@ -65,7 +65,7 @@ def test_embedded_secret_key_is_created_once_and_kept(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_the_command_prints_one_line_naming_the_setting_and_no_traceback(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "consultas.cli", "db", "upgrade"],
+        [sys.executable, "-m", "app.cli", "db", "upgrade"],
         env={"CONSULTAS_IMAP_PORT": "abc", "PATH": "/usr/bin:/bin"},
         cwd=tmp_path,
         capture_output=True,

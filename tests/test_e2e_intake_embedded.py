@@ -28,7 +28,7 @@ CONFIRMATION_SUBJECT = "Su consulta ha sido registrada"
 
 def consultas(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "consultas.cli", *args],
+        [sys.executable, "-m", "app.cli", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -54,7 +54,7 @@ def served(
         upgrade = consultas("db", "upgrade", env=env)
         assert upgrade.returncode == 0, upgrade.stderr
         return subprocess.Popen(
-            [sys.executable, "-m", "consultas.cli", "serve"],
+            [sys.executable, "-m", "app.cli", "serve"],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -9,8 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.models import Channel, Consulta, ConsultaStatus
-from intake.admission import admit_structured, expire_subsanaciones
-from intake.requisitos import Requisitos
+from consultas.requisitos import Requisitos
+from routing.admission import admit_structured, expire_subsanaciones
 from tests.routing_support import CONFIG, NOW, queued_mails
 from tests.test_intake_pipeline import INCOMPLETE_BODY, citizen_mail, process
 

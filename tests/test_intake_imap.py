@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.clock import FixedClock
 from consultas.context import ServiceConfig
+from consultas.lease import NamedLease, mailbox_lease_name
 from consultas.models import Message, MessageKind
 from intake import imap_client
 from intake.imap_client import ImapConnection, parse_fetch_bodies, parse_fetch_sizes, quote_folder, uid_set
@@ -31,7 +32,6 @@ from tests.intake_imap_support import (
     with_attachment,
 )
 from tests.servers.dovecot import DovecotServer
-from workers.lease import NamedLease, mailbox_lease_name
 
 # Pure helpers ------------------------------------------------------------------------------------
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from intake.loops import LoopVerdict, MailKind, classify_automatic
-from intake.mime import parse_mail
+from consultas.loops import LoopVerdict, MailKind, classify_automatic
+from consultas.mime import parse_mail
 
 MAILS = Path(__file__).parent / "fixtures" / "mails"
 OWN_ADDRESSES = frozenset({"consultas@mef.gob.pe"})

@@ -11,9 +11,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.clock import FixedClock
 from consultas.models import Consulta, Message, MessageKind, Outbox
-from intake import admission, maildir_source
+from intake import maildir_source
 from intake.maildir_source import PROCESSED_FOLDER, QUARANTINE_FOLDER, Maildir, poll_maildir_once
 from intake.pipeline import process_inbound_batch
+from routing import admission
 from tests.intake_imap_support import collector_off, garbage_holding_large_buffers, with_attachment
 from tests.routing_support import CONFIG, MAILBOX, NOW
 from tests.test_intake_pipeline import citizen_mail

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from consultas.errors import MalformedMailError
-from intake.mime import parse_mail
+from consultas.mime import parse_mail
 
 MAILS = Path(__file__).parent / "fixtures" / "mails"
 

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.errors import MalformedMailError
 from consultas.models import Consulta, ConsultaStatus, Event, Message, MessageKind, Outbox
-from intake.outcome import OutcomeKind
 from intake.pipeline import InboundOutcome, process_inbound_mail, quarantine_mail
+from routing.outcome import OutcomeKind
 from tests.routing_support import CITIZEN, CONFIG, MAILBOX, NOW, OGDAU_EMAIL, QueuedMail, queued_mails
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mails"

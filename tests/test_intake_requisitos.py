@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from intake.mime import parse_mail
-from intake.requisitos import (
+from consultas.mime import parse_mail
+from consultas.requisitos import (
     Requisitos,
     _entity,
     _first_name,
@@ -20,7 +20,7 @@ from intake.requisitos import (
     extract_requisitos,
     merge_requisitos,
 )
-from intake.validators import (
+from consultas.validators import (
     normalize_email,
     normalize_phone,
     validate_ce,

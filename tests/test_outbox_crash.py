@@ -96,7 +96,7 @@ class Process:
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "consultas.cli", *args],
+            [sys.executable, "-m", "app.cli", *args],
             env=env,
             cwd=ROOT,
             stdout=self._log,

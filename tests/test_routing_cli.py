@@ -28,7 +28,7 @@ def consultas(
     env: dict[str, str], *args: str, stdin: bytes | None = None
 ) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "consultas.cli", *args],
+        [sys.executable, "-m", "app.cli", *args],
         env=env,
         input=stdin.decode() if stdin is not None else None,
         capture_output=True,

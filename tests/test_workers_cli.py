@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from consultas.cli import main
+from app.cli import main
 from consultas.clock import FixedClock
 from consultas.models import Channel, Consulta, ConsultaStatus, Outbox, OutboxStatus
 from tests.servers.smtp_sink import SmtpSink

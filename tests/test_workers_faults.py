@@ -193,7 +193,7 @@ def test_consultas_worker_processes_on_redis_send_each_hinted_mail_once(
     }
     runtime = init_runtime(smtp_settings(db_url, smtp_sink, tmp_path, broker_url=redis_url))
     configure_broker(redis_url)
-    command = [sys.executable, "-m", "consultas.cli", "worker", "--processes", "2", "--threads", "2"]
+    command = [sys.executable, "-m", "app.cli", "worker", "--processes", "2", "--threads", "2"]
     process = subprocess.Popen(
         command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )

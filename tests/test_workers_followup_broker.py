@@ -34,6 +34,7 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+import workers.actors  # noqa: F401  (declares every actor)
 from consultas.calendar import WorkingCalendar
 from consultas.clock import FixedClock
 from consultas.models import Consulta, Message, Outbox, OutboxStatus, RedMember, RedRole
@@ -48,7 +49,7 @@ from tests.test_workers_reminders import ALTERNO, OGDAU, TITULAR
 from tests.test_workers_reports import HAND_MADE as REPORT_DATA
 from workers.broker import OUTBOX_QUEUE, configure_broker
 from workers.reminders import FOLLOWUP_QUEUE
-from workers.runtime import Runtime, close_runtime, import_actor_modules, init_runtime
+from workers.runtime import Runtime, close_runtime, init_runtime
 from workers.scheduler import followup_tick, outbox_tick, quarterly_tick
 
 OGSU = "ogsu@mef.gob.pe"
@@ -135,7 +136,6 @@ def followup_workers(
     clock = FixedClock(T0)
     runtime = init_runtime(followup_settings(db_url, smtp_sink, tmp_path, followup_broker_url), clock=clock)
     broker = configure_broker(followup_broker_url)
-    import_actor_modules()
     worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=50)
     worker.start()
     try:

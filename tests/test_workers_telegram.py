@@ -13,8 +13,8 @@ from consultas.clock import FixedClock
 from consultas.errors import PermanentError, TransientError
 from consultas.mailer import OutgoingAttachment
 from consultas.models import Channel, Consulta, Outbox, OutboxStatus
+from consultas.requisitos import Requisitos
 from consultas.settings import telegram_file_url as file_url
-from intake.requisitos import Requisitos
 from routing.answer import send_answer
 from tests.bot_support import DNI, EMAIL, PHONE, QUESTION
 from tests.routing_support import CONFIG, NOW, load_example_red

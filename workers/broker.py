@@ -41,16 +41,6 @@ R = TypeVar("R")
 
 #: Queue of the outbox actors (sending mail and Telegram messages, the sweep).
 OUTBOX_QUEUE = "outbox"
-#: Modules whose import declares our actors; a worker process imports them after configure_broker.
-#: The periodic-job modules (reminders, digest, reports) are added here by their owner.
-ACTOR_MODULES: list[str] = [
-    "workers.mail",
-    "workers.sweep",
-    "workers.reminders",
-    "workers.digest",
-    "workers.reports",
-]
-
 #: Broker-wide defaults; every actor still sets its own options explicitly (STYLE 7).
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_MIN_BACKOFF_MS = 1_000

@@ -66,7 +66,7 @@ def _worker(args: argparse.Namespace) -> int:
     if settings.broker_url == "memory":
         return _run_inprocess(settings, threads=args.threads)
     command = [
-        sys.executable, "-m", "dramatiq", "workers.runtime:boot_from_environment",
+        sys.executable, "-m", "dramatiq", "workers.boot:boot_from_environment",
         "--processes", str(args.processes), "--threads", str(args.threads),
     ]  # fmt: skip
     sys.stdout.flush()

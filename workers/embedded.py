@@ -11,10 +11,11 @@ from datetime import timedelta
 import dramatiq
 from apscheduler.schedulers.base import BaseScheduler
 
+import workers.actors  # noqa: F401  (declares every actor)
 from consultas.clock import Clock
 from consultas.settings import Settings
 from workers.broker import configure_broker
-from workers.runtime import get_runtime, import_actor_modules, init_runtime
+from workers.runtime import get_runtime, init_runtime
 from workers.scheduler import build_scheduler
 from workers.sweep import SWEEP_GRACE, enqueue_due
 from workers.transport import MailTransport
@@ -82,7 +83,6 @@ def start_inprocess_workers(
     """
     init_runtime(settings, clock=clock, transport=transport)
     broker = configure_broker(settings.broker_url)
-    import_actor_modules()
     handle = InprocessWorkers(broker, threads=threads, sweep_interval_s=sweep_interval_s)
     handle.start(with_scheduler=with_scheduler)
     return handle

@@ -7,14 +7,12 @@ database URL and a ``FixedClock``). ``workers.embedded`` runs the actors inside 
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import socket
 import threading
 from dataclasses import dataclass
 
-import dramatiq
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,8 +20,7 @@ from consultas.clock import Clock, SystemClock
 from consultas.context import ServiceConfig
 from consultas.db import make_engine, make_sessionmaker
 from consultas.errors import ConfigurationError
-from consultas.settings import Settings, load_settings
-from workers.broker import ACTOR_MODULES, configure_broker
+from consultas.settings import Settings
 from workers.claims import ClaimKeeper
 from workers.transport import MailTransport, build_transport
 
@@ -97,34 +94,3 @@ def close_runtime() -> None:
 def worker_name() -> str:
     """Who claims an outbox row: host, process and thread, for ``Outbox.claimed_by``."""
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"[:120]
-
-
-def import_actor_modules() -> None:
-    """Import every module that declares actors (after ``configure_broker``)."""
-    for name in ACTOR_MODULES:
-        importlib.import_module(name)
-
-
-def boot_worker_process(settings: Settings) -> dramatiq.Broker:
-    """Wire a worker process: runtime, broker for ``CONSULTAS_BROKER_URL``, actor modules."""
-    init_runtime(settings)
-    broker = configure_broker(settings.broker_url)
-    import_actor_modules()
-    return broker
-
-
-#: Top-level loggers of the service's own packages.
-OWN_LOGGERS = ("consultas", "intake", "routing", "workers", "bot")
-
-
-def boot_from_environment() -> None:
-    """Entry of ``dramatiq workers.runtime:boot_from_environment`` (each worker process calls it)."""
-
-    settings = load_settings()
-    # The Dramatiq CLI configured logging at INFO; our own loggers follow CONSULTAS_LOG_LEVEL
-    # (Dramatiq's lifecycle lines keep its level).
-    for package in OWN_LOGGERS:
-        logging.getLogger(package).setLevel(settings.log_level)
-    # httpx logs every request's URL at INFO; a relayed answer's Bot API URL carries the bot token.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    boot_worker_process(settings)

@@ -115,10 +115,9 @@ def run_scheduler(settings: Settings, clock: Clock) -> None:
             "CONSULTAS_BROKER_URL: the scheduler process needs a shared broker (redis://...); "
             "with 'memory' the in-process workers must run the scheduler themselves"
         )
-    from workers.runtime import import_actor_modules
+    import workers.actors  # noqa: F401  (declares the actors the triggers enqueue)
 
     configure_broker(settings.broker_url)
-    import_actor_modules()
     from consultas.context import ServiceConfig
 
     scheduler = build_scheduler(ServiceConfig.from_settings(settings).calendar, clock)

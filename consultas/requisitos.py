@@ -2,7 +2,7 @@
 
 Pure functions: `extract_requisitos` reads a mail body, `check_requisitos` validates fields already
 split (the Telegram bot), `merge_requisitos` completes a consulta with the citizen's subsanación
-reply. The single-field validators live in `intake.validators`; regexes here only find candidates.
+reply. The single-field validators live in `consultas.validators`; regexes here only find candidates.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Final
 
-from intake.validators import (
+from consultas.validators import (
     normalize_email,
     normalize_phone,
     validate_document,

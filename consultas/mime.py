@@ -2,7 +2,7 @@
 
 Pure and lenient: a citizen's mail client may lie about charsets or omit headers; we decode what we
 can and raise `MalformedMailError` only when the bytes are not a mail at all. Loop detection lives in
-`intake.loops`, requisitos in `intake.requisitos`.
+`consultas.loops`, requisitos in `consultas.requisitos`.
 
 We parse with the stdlib's ``compat32`` policy and decode headers and bodies ourselves: measured on
 the benchmark corpus it is about 9x faster than ``policy.default`` (0.1 ms against 0.9 ms per mail).

@@ -9,18 +9,20 @@ The schema is never created implicitly: ``consultas db upgrade`` first.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.clock import Clock, SystemClock
 from consultas.context import ServiceConfig
 from consultas.db import open_database
-from consultas.settings import Settings
+from consultas.settings import Settings, load_settings
 from intake.batching import freeze_startup_objects
 
 logger = logging.getLogger(__name__)
@@ -149,3 +151,23 @@ async def serve(settings: Settings, *, clock: Clock | None = None, stop: asyncio
         close_runtime()
         engine.dispose()
         logger.info("consultas serve: stopped")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``consultas serve`` to the ``consultas`` command."""
+    serve = subparsers.add_parser(
+        "serve",
+        help="run the whole service in one process (intake, workers, Telegram bot)",
+        description=(
+            "Poll the mailbox (IMAP when CONSULTAS_IMAP_HOST is set, else the Maildir under "
+            "CONSULTAS_VAR_DIR/maildir), send the outbox (SMTP when CONSULTAS_SMTP_HOST is set, else "
+            ".eml files in CONSULTAS_VAR_DIR/outbox) and run the Telegram bot when "
+            "CONSULTAS_TELEGRAM_TOKEN is set. Run `consultas db upgrade` first. Stops on SIGINT/SIGTERM."
+        ),
+    )
+    serve.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    asyncio.run(serve(load_settings()))
+    return 0

@@ -36,19 +36,18 @@ from consultas.context import ServiceConfig
 from consultas.ids import ensure_id, is_new, preassign_id
 from consultas.lookup import sent_message_pks
 from consultas.mailer import Envelope
+from consultas.mime import ParsedMail
 from consultas.models import Channel, Consulta, ConsultaStatus, Message, MessageKind, new_row, set_columns
 from consultas.numbering import find_numbers, next_number
 from consultas.outbox import enqueue_mail
-from intake.mime import ParsedMail
-from intake.outcome import InboundOutcome, OutcomeKind
-from intake.requisitos import (
+from consultas.requisitos import (
     Extraction,
     Requisitos,
     check_requisitos,
     extract_requisitos,
     merge_requisitos,
 )
-from intake.validators import (
+from consultas.validators import (
     normalize_email,
     normalize_phone,
     validate_document,
@@ -56,6 +55,7 @@ from intake.validators import (
     validate_ruc,
 )
 from routing.assignment import assign_new_consulta, enqueue_routed_mail, tell_ogdau
+from routing.outcome import InboundOutcome, OutcomeKind
 
 logger = logging.getLogger(__name__)
 

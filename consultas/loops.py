@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from intake.mime import ParsedMail
+from consultas.mime import ParsedMail
 
 _MSGID_RE = re.compile(r"<[^<>\s]+>")
 _ORIGINAL_ID_RE = re.compile(

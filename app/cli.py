@@ -1,7 +1,8 @@
 """The ``consultas`` command: one entry point, a subcommand per job.
 
 Each package contributes its subcommands through a ``register(subparsers)`` function in its
-``cli`` module; a subcommand's handler takes the parsed arguments and returns the exit code.
+``cli`` module (``serve``, which wires them all together, is this package's own); a subcommand's
+handler takes the parsed arguments and returns the exit code.
 Settings are loaded only by the subcommands that need them, and a wrong setting stops the
 command with one line naming it (exit code 2), never a traceback.
 """
@@ -9,16 +10,28 @@ command with one line naming it (exit code 2), never a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 
+import app.serve
+import bot.cli
+import consultas.commands
+import intake.cli
+import routing.cli
+import workers.cli
 from consultas.errors import ConfigurationError, ConsultasError
 
-#: Modules whose ``register(subparsers)`` adds subcommands, in help order.
-COMMAND_MODULES = ("consultas.commands", "intake.cli", "routing.cli", "workers.cli", "bot.cli")
+#: Each package's ``register(subparsers)``, in help order.
+REGISTRARS = (
+    consultas.commands.register,
+    intake.cli.register,
+    app.serve.register,
+    routing.cli.register,
+    workers.cli.register,
+    bot.cli.register,
+)
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -29,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sistema de Atención de Consultas del MEF: intake, routing and follow-up of consultas.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(subparsers)
+    for register in REGISTRARS:
+        register(subparsers)
     return parser
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from intake import serve
+from app import serve
 
 
 async def test_a_piece_that_crashes_is_restarted_and_stops_when_asked(

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.clock import FixedClock
-from workers.lease import NamedLease, mailbox_lease_name
+from consultas.lease import NamedLease, mailbox_lease_name
 
 NOW = datetime(2024, 11, 28, 15, 0, tzinfo=UTC)
 NAME = mailbox_lease_name("imap.mef.gob.pe", "Consultas@mef.gob.pe", "INBOX")
