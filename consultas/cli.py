@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from consultas.errors import ConfigurationError, ConsultasError
 
 #: Modules whose ``register(subparsers)`` adds subcommands, in help order.
-COMMAND_MODULES = ("consultas.commands", "intake.cli", "routing.cli", "workers.cli", "bot.cli")
+COMMAND_MODULES = ("consultas.commands", "intake.cli", "routing.cli", "workers.cli", "bot.cli", "web.cli")
 
 Handler = Callable[[argparse.Namespace], int]
 

@@ -1,0 +1,74 @@
+"""What the web routes need, built once by the composition root (``WebContext.build``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from consultas.clock import Clock
+from consultas.context import ServiceConfig
+from consultas.errors import ConfigurationError
+from consultas.settings import Settings
+from web.entities import EntityDirectory
+from web.ratelimit import RateLimiter
+from web.security import Network, derive_key, parse_networks
+
+#: Status look-ups per client address per hour (wrong guesses included: numbers cannot be probed).
+STATUS_LOOKUPS_PER_HOUR = 30
+HOUR_S = 3600.0
+
+OnCommitted = Callable[[list[int]], object]
+
+
+@dataclass
+class WebContext:
+    sessions: sessionmaker[Session]
+    config: ServiceConfig
+    clock: Clock
+    csrf_key: bytes
+    trusted_proxies: tuple[Network, ...]
+    frame_ancestors: str
+    entities: EntityDirectory | None
+    by_address: RateLimiter
+    by_email: RateLimiter
+    lookups: RateLimiter
+    on_committed: OnCommitted | None = None
+    #: Monotonic seconds (rate limits and token ages use the wall clock of the service's clock).
+    seconds: Callable[[], float] = field(default=time.time)
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        config: ServiceConfig,
+        clock: Clock,
+        *,
+        on_committed: OnCommitted | None = None,
+    ) -> WebContext:
+        """The context for ``settings``; an unreadable entities file is a ConfigurationError naming it."""
+        try:
+            entities = EntityDirectory.from_csv(settings.entities_file) if settings.entities_file else None
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from exc
+
+        def seconds() -> float:
+            return clock.now().timestamp()
+
+        return cls(
+            sessions=sessions,
+            config=config,
+            clock=clock,
+            csrf_key=derive_key(config.secret_key, "csrf"),
+            trusted_proxies=parse_networks(settings.trusted_proxies),
+            frame_ancestors=settings.web_frame_ancestors,
+            entities=entities,
+            by_address=RateLimiter(settings.web_rate_limit, HOUR_S, now=seconds),
+            by_email=RateLimiter(settings.web_rate_limit, HOUR_S, now=seconds),
+            lookups=RateLimiter(STATUS_LOOKUPS_PER_HOUR, HOUR_S, now=seconds),
+            on_committed=on_committed,
+            seconds=seconds,
+        )
