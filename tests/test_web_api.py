@@ -44,7 +44,8 @@ def test_a_valid_submission_is_admitted_as_formulario_and_the_chosen_tema_wins(
             mail_text = confirmation.message.body_text or ""
     assert set(body) == CREATED_KEYS
     assert body["number"] == consulta.number == "CONS-2024-000001"
-    # Friday 26 July 2024 17:00: presented Tuesday 30 July (weekend + two holidays), due 10 working days later (6 August is a holiday too).
+    # Friday 26 July 2024 17:00: presented Tuesday 30 July (weekend + two holidays); due 10 working
+    # days later (6 August is a holiday too).
     assert (body["presented"], body["due"]) == ("2024-07-30", "2024-08-14")
     assert body["status"] == "asignada"
     assert body["status_url"] == "http://127.0.0.1:8080/estado?numero=CONS-2024-000001"
@@ -139,7 +140,7 @@ def test_the_status_lookup_answers_the_right_document_and_one_404_for_the_rest(
 
 
 def test_too_many_submissions_from_one_address_or_for_one_email_get_429(db_url: str, tmp_path: Path) -> None:
-    with web_app(db_url, tmp_path, web_rate_limit=2) as (app, _, clock), serving(app) as base:
+    with web_app(db_url, tmp_path, web_rate_limit=2) as (app, _, _), serving(app) as base:
         url = f"{base}/api/v1/consultas"
         codes = [httpx.post(url, json=submission(email=f"c{i}@example.pe")).status_code for i in range(3)]
         limited = httpx.post(url, json=submission(email="otro@example.pe"))

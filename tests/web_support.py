@@ -20,8 +20,8 @@ from consultas.db import make_engine, make_sessionmaker
 from consultas.settings import Settings, load_settings
 from routing.red_registry import apply_registry
 from routing.red_registry_file import parse_registry
-from web.app import create_app
 from tests.servers._net import free_port, wait_for_port
+from web.app import create_app
 from web.context import WebContext
 from web.server import run_embedded
 
