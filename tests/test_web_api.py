@@ -147,17 +147,16 @@ def test_too_many_submissions_from_one_address_or_for_one_email_get_429(db_url: 
     assert codes == [201, 201, 429]
     assert limited.status_code == 429
     assert 0 < int(limited.headers["Retry-After"]) <= 3600
-    with web_app(db_url, tmp_path, web_rate_limit=2, red=False, trusted_proxies="127.0.0.1") as (app, _, _):
-        with serving(app) as base:
-            url = f"{base}/api/v1/consultas"
+    behind_proxy = web_app(db_url, tmp_path, web_rate_limit=2, red=False, trusted_proxies="127.0.0.1")
+    with behind_proxy as (app, _, _), serving(app) as base:
+        url = f"{base}/api/v1/consultas"
 
-            def from_address(address: str, email: str) -> int:
-                return httpx.post(
-                    url, json=submission(email=email), headers={"X-Forwarded-For": address}
-                ).status_code
+        def from_address(address: str, email: str) -> int:
+            headers = {"X-Forwarded-For": address}
+            return httpx.post(url, json=submission(email=email), headers=headers).status_code
 
-            # Behind a trusted proxy each client address counts on its own; one email is limited across them.
-            by_email = [from_address(f"198.51.100.{i}", "misma@example.pe") for i in range(3)]
+        # Behind a trusted proxy each client address counts on its own; one email is limited across them.
+        by_email = [from_address(f"198.51.100.{i}", "misma@example.pe") for i in range(3)]
     assert by_email == [201, 201, 429]
 
 
