@@ -76,7 +76,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def _load(base: str, n: int, clients: int) -> tuple[list[float], list[dict[str, Any]], list[int], float]:
+async def _load(
+    base: str, n: int, clients: int
+) -> tuple[list[float], list[dict[str, Any]], list[int], float]:
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(n):
         queue.put_nowait(i)
@@ -106,9 +108,15 @@ async def _load(base: str, n: int, clients: int) -> tuple[list[float], list[dict
 
 
 def _count_confirmations(outbox: Path) -> int:
-    if not outbox.exists():
-        return 0
-    return sum(1 for path in outbox.glob("*.eml") if CONFIRMATION_SUBJECT.encode() in path.read_bytes()[:4000])
+    count = 0
+    for path in outbox.glob("*.eml") if outbox.exists() else ():
+        if path.name.startswith("."):  # a file still being written (renamed into place when complete)
+            continue
+        try:
+            count += CONFIRMATION_SUBJECT.encode() in path.read_bytes()[:4000]
+        except FileNotFoundError:
+            continue
+    return count
 
 
 def _wait_port(port: int, process: subprocess.Popen[bytes], timeout_s: float) -> None:
@@ -150,7 +158,9 @@ def run(db: str, n: int, clients: int, timeout_s: float) -> bool:
     try:
         subprocess.run([*command, "db", "upgrade"], env=env, check=True, capture_output=True)
         log = (work / "serve.log").open("wb")
-        process = subprocess.Popen([*command, "serve"], env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [*command, "serve"], env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT
+        )
         _wait_port(port, process, 60)
         latencies, bodies, failures, elapsed = asyncio.run(_load(f"http://127.0.0.1:{port}", n, clients))
         deadline = time.monotonic() + timeout_s

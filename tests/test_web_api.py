@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -10,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from consultas.models import Channel, Consulta, Outbox
+from routing.answer import send_answer
 from tests.web_support import AFTER_HOURS_BEFORE_FIESTAS, VALID_RUC, WRONG_RUC, serving, submission, web_app
 
 pytestmark = pytest.mark.slow
@@ -199,3 +201,20 @@ def test_every_response_carries_the_security_headers(db_url: str, tmp_path: Path
         assert response.headers["x-content-type-options"] == "nosniff"
         assert "x-frame-options" not in response.headers  # framing is allowed for the portal
     assert too_big.status_code == 413
+
+
+def test_an_answered_consulta_shows_the_answer_date_and_text(db_url: str, tmp_path: Path) -> None:
+    with web_app(db_url, tmp_path) as (app, ctx, clock), serving(app) as base:
+        number = httpx.post(f"{base}/api/v1/consultas", json=submission()).json()["number"]
+        clock.advance(timedelta(days=2))
+        with ctx.sessions.begin() as session:
+            consulta = session.scalars(select(Consulta).where(Consulta.number == number)).one()
+            send_answer(
+                session, consulta, body="Debe registrar el formato en el aplicativo del Banco.",
+                attachments=(), answered_by="DGPMI", config=ctx.config, now=clock.now(),
+            )  # fmt: skip
+        status = httpx.get(f"{base}/api/v1/consultas/{number}", params={"document_number": "45678912"}).json()
+    assert status["status"] == "respondida"
+    assert status["answered_on"] == "2025-03-14"
+    assert "Debe registrar el formato en el aplicativo del Banco." in status["answer"]
+    assert status["organo"] == "Dirección General de Programación Multianual de Inversiones"
