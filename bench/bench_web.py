@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -132,7 +133,7 @@ def _wait_port(port: int, process: subprocess.Popen[bytes], timeout_s: float) ->
     raise SystemExit("the web app did not start listening in time")
 
 
-def run(db: str, n: int, clients: int, timeout_s: float) -> bool:
+def run(db: str, n: int, clients: int, timeout_s: float, *, keep: bool = False) -> bool:
     work = Path(tempfile.mkdtemp(prefix=f"bench-web-{db}-"))
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSULTAS_")}
@@ -180,6 +181,8 @@ def run(db: str, n: int, clients: int, timeout_s: float) -> bool:
             with admin.connect() as connection:
                 connection.execute(text(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)'))
             admin.dispose()
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
     numbers = {body["number"] for body in bodies}
     checks = {
         "answers_201": len(bodies) == n and not failures,
@@ -210,9 +213,10 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the confirmations")
+    parser.add_argument("--keep", action="store_true", help="keep the run's folder (var dir, serve.log)")
     args = parser.parse_args()
     targets = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
-    results = [run(db, args.n, args.clients, args.timeout) for db in targets]
+    results = [run(db, args.n, args.clients, args.timeout, keep=args.keep) for db in targets]
     return 0 if all(results) else 1
 
 

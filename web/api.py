@@ -112,7 +112,7 @@ def create_api(ctx: WebContext) -> FastAPI:
 
     @api.get("/temas", response_model=list[Tema])
     async def temas(request: Request) -> list[Tema]:
-        found = await run_in_threadpool(store.temas, _ctx(request).sessions)
+        found = await run_in_threadpool(_ctx(request).temas)
         return [Tema(code=code, name=name) for code, name in found.items()]
 
     @api.post(
@@ -144,7 +144,8 @@ def create_api(ctx: WebContext) -> FastAPI:
             return _problems([], ["body"], {"body": "El cuerpo debe ser un objeto JSON."})
         raw = {key: body.get(key) for key in KEYS}
         key = f"api:{idempotency_key}" if idempotency_key else f"api-once:{uuid.uuid4().hex}"
-        outcome = await submit(ctx, raw, key=key, client=client_of(request, ctx))
+        client = client_of(request, ctx)
+        outcome = await submit(ctx, raw, key=key, client=client, may_repeat=idempotency_key is not None)
         if isinstance(outcome, RateLimited):
             return _limited(outcome.retry_after_s)
         if isinstance(outcome, Invalid):

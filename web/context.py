@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from consultas.clock import Clock
 from consultas.context import ServiceConfig
 from consultas.errors import ConfigurationError
 from consultas.settings import Settings
+from web import store
 from web.entities import EntityDirectory
 from web.ratelimit import RateLimiter
 from web.security import Network, derive_key, parse_networks
@@ -19,6 +21,8 @@ from web.security import Network, derive_key, parse_networks
 #: Status look-ups per client address per hour (wrong guesses included: numbers cannot be probed).
 STATUS_LOOKUPS_PER_HOUR = 30
 HOUR_S = 3600.0
+#: The topic list is read again after this long (a Red import shows within it).
+TEMAS_TTL_S = 10.0
 
 OnCommitted = Callable[[list[int]], object]
 
@@ -38,6 +42,16 @@ class WebContext:
     on_committed: OnCommitted | None = None
     #: Monotonic seconds (rate limits and token ages use the wall clock of the service's clock).
     seconds: Callable[[], float] = field(default=time.time)
+    _temas: tuple[float, dict[str, str]] | None = field(default=None, repr=False)
+    _temas_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def temas(self) -> dict[str, str]:
+        """code -> name of the form's topics, read at most every ``TEMAS_TTL_S`` (blocking: a thread)."""
+        with self._temas_lock:
+            cached = self._temas
+            if cached is None or time.monotonic() - cached[0] > TEMAS_TTL_S:
+                cached = self._temas = (time.monotonic(), store.temas(self.sessions))
+            return dict(cached[1])
 
     @classmethod
     def build(

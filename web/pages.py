@@ -92,7 +92,7 @@ async def _form_page(
     secret, fresh = _browser(request)
     if token is None or fresh:
         token = issue_token(ctx.csrf_key, secret, now=ctx.seconds())
-    temas = await run_in_threadpool(store.temas, ctx.sessions)
+    temas = await run_in_threadpool(ctx.temas)
     page = render(
         "form.html",
         status_code,

@@ -31,15 +31,22 @@ def _email_key(email: str) -> str:
     return hashlib.sha256(email.encode()).hexdigest()
 
 
-async def submit(ctx: WebContext, raw: Mapping[str, object], *, key: str, client: str) -> Outcome:
-    """Register ``raw`` under ``key`` unless limited or invalid; a key seen before returns its consulta."""
-    earlier = await run_in_threadpool(store.previous, ctx.sessions, key, config=ctx.config)
-    if earlier is not None:
-        return earlier
+async def submit(
+    ctx: WebContext, raw: Mapping[str, object], *, key: str, client: str, may_repeat: bool = True
+) -> Outcome:
+    """Register ``raw`` under ``key`` unless limited or invalid; a key seen before returns its consulta.
+
+    ``may_repeat=False``: the key is fresh (an API request without Idempotency-Key), not looked up
+    before the admission's own check.
+    """
+    if may_repeat:
+        earlier = await run_in_threadpool(store.previous, ctx.sessions, key, config=ctx.config)
+        if earlier is not None:
+            return earlier
     retry = ctx.by_address.hit(client)
     if retry is not None:
         return RateLimited(retry)
-    temas = await run_in_threadpool(store.temas, ctx.sessions)
+    temas = await run_in_threadpool(ctx.temas)
     checked = check_submission(raw, temas=temas, entities=ctx.entities)
     if not checked.valid:
         return Invalid(checked)
