@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,11 @@ STATUS_LOOKUPS_PER_HOUR = 30
 HOUR_S = 3600.0
 #: The topic list is read again after this long (a Red import shows within it).
 TEMAS_TTL_S = 10.0
+#: Admissions run at once: SQLite has one writer, so its queue is ours (first come, first served)
+#: rather than its busy-wait, which under 50 writers starved some for 14 s; PostgreSQL serialises
+#: on the year's counter row anyway, a few at once overlap the rest of their work.
+SQLITE_REGISTRATIONS = 1
+POSTGRESQL_REGISTRATIONS = 8
 
 OnCommitted = Callable[[list[int]], object]
 
@@ -42,8 +48,16 @@ class WebContext:
     on_committed: OnCommitted | None = None
     #: Monotonic seconds (rate limits and token ages use the wall clock of the service's clock).
     seconds: Callable[[], float] = field(default=time.time)
+    max_registrations: int = POSTGRESQL_REGISTRATIONS
+    _registrations: asyncio.Semaphore | None = field(default=None, repr=False)
     _temas: tuple[float, dict[str, str]] | None = field(default=None, repr=False)
     _temas_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def registrations(self) -> asyncio.Semaphore:
+        """The admissions' queue (created on first use, in the server's event loop)."""
+        if self._registrations is None:
+            self._registrations = asyncio.Semaphore(self.max_registrations)
+        return self._registrations
 
     def temas(self) -> dict[str, str]:
         """code -> name of the form's topics, read at most every ``TEMAS_TTL_S`` (blocking: a thread)."""
@@ -85,4 +99,9 @@ class WebContext:
             lookups=RateLimiter(STATUS_LOOKUPS_PER_HOUR, HOUR_S, now=seconds),
             on_committed=on_committed,
             seconds=seconds,
+            max_registrations=(
+                SQLITE_REGISTRATIONS
+                if settings.resolved_database_url.startswith("sqlite")
+                else POSTGRESQL_REGISTRATIONS
+            ),
         )

@@ -39,6 +39,7 @@ async def submit(
     ``may_repeat=False``: the key is fresh (an API request without Idempotency-Key), not looked up
     before the admission's own check.
     """
+    received = ctx.clock.now()  # the arrival instant decides the day it counts as presented (5.1)
     if may_repeat:
         earlier = await run_in_threadpool(store.previous, ctx.sessions, key, config=ctx.config)
         if earlier is not None:
@@ -53,15 +54,16 @@ async def submit(
     retry = ctx.by_email.hit(_email_key(checked.values["email"]))
     if retry is not None:
         return RateLimited(retry)
-    registered = await run_in_threadpool(
-        store.register,
-        ctx.sessions,
-        checked.requisitos(),
-        key=key,
-        tema=checked.values.get("tema"),
-        config=ctx.config,
-        now=ctx.clock.now(),
-    )
+    async with ctx.registrations():
+        registered = await run_in_threadpool(
+            store.register,
+            ctx.sessions,
+            checked.requisitos(),
+            key=key,
+            tema=checked.values.get("tema"),
+            config=ctx.config,
+            now=received,
+        )
     if ctx.on_committed is not None and registered.outbox_ids:
         await run_in_threadpool(ctx.on_committed, list(registered.outbox_ids))
     return registered

@@ -168,9 +168,13 @@ def redis_url(redis_server_url: str) -> Iterator[str]:
 CHROMIUM = os.environ.get("CONSULTAS_TEST_CHROMIUM", "/usr/bin/chromium")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def chromium() -> Iterator[Any]:
-    """One headless Chromium for the session (a Playwright ``Browser``)."""
+    """A headless Chromium (a Playwright ``Browser``) for one test.
+
+    Per test, not per session: Playwright's sync API keeps an event loop running in the main
+    thread while it is started, which would break the asyncio tests that run after it.
+    """
     if not os.path.exists(CHROMIUM):
         server_unavailable(f"chromium not found at {CHROMIUM}")
     try:
