@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from consultas.models import Channel, Consulta, Outbox
 from routing.answer import send_answer
 from tests.web_support import AFTER_HOURS_BEFORE_FIESTAS, VALID_RUC, WRONG_RUC, serving, submission, web_app
+from web.context import STATUS_LOOKUPS_PER_HOUR
 
 pytestmark = pytest.mark.slow
 
@@ -218,3 +219,10 @@ def test_an_answered_consulta_shows_the_answer_date_and_text(db_url: str, tmp_pa
     assert status["answered_on"] == "2025-03-14"
     assert "Debe registrar el formato en el aplicativo del Banco." in status["answer"]
     assert status["organo"] == "Dirección General de Programación Multianual de Inversiones"
+
+
+def test_status_lookups_are_rate_limited_per_address(db_url: str, tmp_path: Path) -> None:
+    with web_app(db_url, tmp_path, red=False) as (app, _, _), serving(app) as base, httpx.Client() as client:
+        url = f"{base}/api/v1/consultas/CONS-2025-000001"
+        codes = [client.get(url, params={"document_number": f"4567{i:04d}"}).status_code for i in range(31)]
+    assert codes == [404] * STATUS_LOOKUPS_PER_HOUR + [429]
