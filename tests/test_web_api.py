@@ -226,3 +226,14 @@ def test_status_lookups_are_rate_limited_per_address(db_url: str, tmp_path: Path
         url = f"{base}/api/v1/consultas/CONS-2025-000001"
         codes = [client.get(url, params={"document_number": f"4567{i:04d}"}).status_code for i in range(31)]
     assert codes == [404] * STATUS_LOOKUPS_PER_HOUR + [429]
+
+
+def test_with_the_redis_broker_two_web_processes_share_the_limits(
+    db_url: str, tmp_path: Path, redis_url: str
+) -> None:
+    one = web_app(db_url, tmp_path, web_rate_limit=1, broker_url=redis_url)
+    other = web_app(db_url, tmp_path, web_rate_limit=1, broker_url=redis_url, red=False)
+    with one as (app_a, _, _), other as (app_b, _, _), serving(app_a) as a, serving(app_b) as b:
+        first = httpx.post(f"{a}/api/v1/consultas", json=submission(email="a@example.pe"))
+        second = httpx.post(f"{b}/api/v1/consultas", json=submission(email="b@example.pe"))
+    assert (first.status_code, second.status_code) == (201, 429)

@@ -8,7 +8,7 @@ from intake.validators import MAX_QUESTION
 from tests.web_support import VALID_RUC, WRONG_RUC, submission
 from web.entities import EntityDirectory
 from web.fields import check_submission
-from web.ratelimit import RateLimiter
+from web.ratelimit import RateLimiter, RedisRateLimiter
 from web.security import check_token, client_address, issue_token, parse_networks
 
 TEMAS = {"DGPMI": "Dirección General de Programación Multianual de Inversiones", "ADMINISTRATIVA": "Trámites"}
@@ -92,7 +92,8 @@ def test_a_form_token_is_for_one_browser_and_expires() -> None:
     assert check_token(key, token, None, now=1_000_100) is None
     assert check_token(key, token, "browser-a", now=1_000_000 + 7 * 3600) is None
     assert check_token(b"x" * 32, token, "browser-a", now=1_000_100) is None
-    assert check_token(key, token[:-1] + "0", "browser-a", now=1_000_100) is None
+    tampered = token[:-1] + ("1" if token.endswith("0") else "0")
+    assert check_token(key, tampered, "browser-a", now=1_000_100) is None
 
 
 def test_x_forwarded_for_is_believed_only_from_trusted_proxies() -> None:
@@ -113,3 +114,25 @@ def test_the_rate_limit_counts_per_key_in_a_sliding_hour() -> None:
     assert limiter.hit("a") == 3000  # the first hit leaves the window at 3600
     now[0] = 3600.5
     assert limiter.hit("a") is None
+
+
+def test_the_redis_rate_limit_is_shared_by_every_process_and_lets_through_when_redis_is_down(
+    redis_url: str,
+) -> None:
+    import redis
+
+    now = [1_000_000.0]
+    clients = [redis.Redis.from_url(redis_url) for _ in range(2)]
+    try:
+        first, second = (RedisRateLimiter(c, "t:", 2, 3600, now=lambda: now[0]) for c in clients)
+        assert [first.hit("a"), second.hit("a")] == [None, None]  # two processes, one count
+        now[0] += 600
+        assert second.hit("a") == 3000 and first.hit("a") == 3000
+        assert first.hit("b") is None
+        now[0] += 3001
+        assert second.hit("a") is None
+    finally:
+        for client in clients:
+            client.close()
+    unreachable = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    assert RedisRateLimiter(unreachable, "t:", 1, 3600, now=lambda: now[0]).hit("a") is None

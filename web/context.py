@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.clock import Clock
@@ -16,7 +17,7 @@ from consultas.errors import ConfigurationError
 from consultas.settings import Settings
 from web import store
 from web.entities import EntityDirectory
-from web.ratelimit import RateLimiter
+from web.ratelimit import Limiter, RateLimiter, RedisRateLimiter
 from web.security import Network, derive_key, parse_networks
 
 #: Status look-ups per client address per hour (wrong guesses included: numbers cannot be probed).
@@ -42,9 +43,9 @@ class WebContext:
     trusted_proxies: tuple[Network, ...]
     frame_ancestors: str
     entities: EntityDirectory | None
-    by_address: RateLimiter
-    by_email: RateLimiter
-    lookups: RateLimiter
+    by_address: Limiter
+    by_email: Limiter
+    lookups: Limiter
     on_committed: OnCommitted | None = None
     #: Monotonic seconds (rate limits and token ages use the wall clock of the service's clock).
     seconds: Callable[[], float] = field(default=time.time)
@@ -86,6 +87,12 @@ class WebContext:
         def seconds() -> float:
             return clock.now().timestamp()
 
+        def limiter(name: str, limit: int) -> Limiter:
+            if settings.broker_url == "memory":
+                return RateLimiter(limit, HOUR_S, now=seconds)
+            client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=2, socket_timeout=2)
+            return RedisRateLimiter(client, f"consultas:web:limit:{name}:", limit, HOUR_S, now=seconds)
+
         return cls(
             sessions=sessions,
             config=config,
@@ -94,9 +101,9 @@ class WebContext:
             trusted_proxies=parse_networks(settings.trusted_proxies),
             frame_ancestors=settings.web_frame_ancestors,
             entities=entities,
-            by_address=RateLimiter(settings.web_rate_limit, HOUR_S, now=seconds),
-            by_email=RateLimiter(settings.web_rate_limit, HOUR_S, now=seconds),
-            lookups=RateLimiter(STATUS_LOOKUPS_PER_HOUR, HOUR_S, now=seconds),
+            by_address=limiter("address", settings.web_rate_limit),
+            by_email=limiter("email", settings.web_rate_limit),
+            lookups=limiter("lookup", STATUS_LOOKUPS_PER_HOUR),
             on_committed=on_committed,
             seconds=seconds,
             max_registrations=(
