@@ -4,6 +4,7 @@ Usage::
 
     .venv/bin/python bench/bench_web.py                       # embedded default (SQLite) and PostgreSQL
     .venv/bin/python bench/bench_web.py --db sqlite --n 2000 --clients 50
+    .venv/bin/python bench/bench_web.py --production --web-workers 2   # PostgreSQL + Redis, as compose
 
 Each run starts the real service as a newcomer does (``consultas db upgrade`` then ``consultas
 serve``, a subprocess; the web app embedded at a free loopback port, the in-process workers, the
@@ -36,12 +37,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 from sqlalchemy import create_engine, func, select, text
 
 from consultas.db import make_engine
 from consultas.models import Consulta
 
 REPO = Path(__file__).resolve().parents[1]
+#: The production topology's broker (flushed at the start of the run; never database 0).
+REDIS_URL = os.environ.get("CONSULTAS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/10")
 PG_ADMIN_URL = os.environ.get("CONSULTAS_BENCH_PG_ADMIN_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
 CONFIRMATION_SUBJECT = "Su consulta ha sido registrada"
 TEMAS = ("DGPMI", "DGTP", "DGPP", "ADMINISTRATIVA")
@@ -133,7 +137,16 @@ def _wait_port(port: int, process: subprocess.Popen[bytes], timeout_s: float) ->
     raise SystemExit("the web app did not start listening in time")
 
 
-def run(db: str, n: int, clients: int, timeout_s: float, *, keep: bool = False) -> bool:
+def run(
+    db: str,
+    n: int,
+    clients: int,
+    timeout_s: float,
+    *,
+    keep: bool = False,
+    production: bool = False,
+    web_workers: int = 2,
+) -> bool:
     work = Path(tempfile.mkdtemp(prefix=f"bench-web-{db}-"))
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSULTAS_")}
@@ -155,14 +168,33 @@ def run(db: str, n: int, clients: int, timeout_s: float, *, keep: bool = False) 
         env["CONSULTAS_SECRET_KEY"] = "bench-web-secret"
     url = env.get("CONSULTAS_DATABASE_URL") or f"sqlite:///{work / 'var' / 'consultas.sqlite3'}"
     command = [sys.executable, "-m", "consultas.cli"]
-    process: subprocess.Popen[bytes] | None = None
+    processes: list[subprocess.Popen[bytes]] = []
     try:
         subprocess.run([*command, "db", "upgrade"], env=env, check=True, capture_output=True)
         log = (work / "serve.log").open("wb")
-        process = subprocess.Popen(
-            [*command, "serve"], env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT
-        )
-        _wait_port(port, process, 60)
+        if production:
+            # `consultas web --workers W` + `consultas worker` on Redis, as docker/compose.yml runs them.
+            if REDIS_URL.rstrip("/").endswith("/0") or REDIS_URL.count("/") < 3:
+                raise SystemExit(
+                    "CONSULTAS_BENCH_REDIS_URL must name a database other than 0 (it is flushed)"
+                )
+            env["CONSULTAS_BROKER_URL"] = REDIS_URL
+            redis.Redis.from_url(REDIS_URL).flushdb()
+            subprocess.run([*command, "red", "import", env.pop("CONSULTAS_RED_FILE")], env=env, check=True)
+            for args in (
+                ["worker", "--processes", "1", "--threads", "4"],
+                ["web", "--workers", str(web_workers)],
+            ):
+                processes.append(
+                    subprocess.Popen(
+                        [*command, *args], env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT
+                    )
+                )
+        else:
+            processes.append(
+                subprocess.Popen([*command, "serve"], env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT)
+            )
+        _wait_port(port, processes[-1], 60)
         latencies, bodies, failures, elapsed = asyncio.run(_load(f"http://127.0.0.1:{port}", n, clients))
         deadline = time.monotonic() + timeout_s
         confirmations = _count_confirmations(work / "var" / "outbox")
@@ -174,8 +206,9 @@ def run(db: str, n: int, clients: int, timeout_s: float, *, keep: bool = False) 
             stored = connection.execute(select(func.count(func.distinct(Consulta.number)))).scalar_one()
         engine.dispose()
     finally:
-        if process is not None:
+        for process in processes:
             process.send_signal(signal.SIGTERM)
+        for process in processes:
             process.wait(60)
         if admin is not None:
             with admin.connect() as connection:
@@ -192,6 +225,7 @@ def run(db: str, n: int, clients: int, timeout_s: float, *, keep: bool = False) 
     }
     summary = {
         "db": "embedded default (SQLite)" if db == "sqlite" else "PostgreSQL",
+        "topology": f"web --workers {web_workers} + worker (Redis)" if production else "consultas serve",
         "n": n,
         "clients": clients,
         "submissions_per_s": round(n / elapsed, 1),
@@ -214,9 +248,28 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the confirmations")
     parser.add_argument("--keep", action="store_true", help="keep the run's folder (var dir, serve.log)")
+    parser.add_argument(
+        "--production",
+        action="store_true",
+        help="PostgreSQL with `consultas web --workers W` and `consultas worker` on Redis instead of serve",
+    )
+    parser.add_argument("--web-workers", type=int, default=2, metavar="W")
     args = parser.parse_args()
     targets = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
-    results = [run(db, args.n, args.clients, args.timeout, keep=args.keep) for db in targets]
+    if args.production:
+        targets = ["postgresql"]
+    results = [
+        run(
+            db,
+            args.n,
+            args.clients,
+            args.timeout,
+            keep=args.keep,
+            production=args.production,
+            web_workers=args.web_workers,
+        )
+        for db in targets
+    ]
     return 0 if all(results) else 1
 
 
