@@ -69,6 +69,10 @@ def test_422_names_missing_and_invalid_keys_with_a_spanish_message_each(db_url: 
         not_json = httpx.post(
             f"{base}/api/v1/consultas", content=b"[1, 2]", headers={"content-type": "application/json"}
         )
+        # A form post from another site (no preflight) is not JSON: refused before anything is read.
+        as_text = httpx.post(
+            f"{base}/api/v1/consultas", content=b'{"names": "x"}', headers={"content-type": "text/plain"}
+        )
         with ctx.sessions() as session:
             stored = session.scalar(select(func.count(Consulta.id)))
     assert response.status_code == 422
@@ -80,6 +84,7 @@ def test_422_names_missing_and_invalid_keys_with_a_spanish_message_each(db_url: 
     assert problems["errors"]["document_number"] == "El DNI debe tener 8 dígitos."
     assert "RUC" in problems["errors"]["entity_ruc"]
     assert not_json.status_code == 422 and not_json.json()["invalid"] == ["body"]
+    assert as_text.status_code == 415
     assert stored == 0
 
 
@@ -194,7 +199,11 @@ def test_every_response_carries_the_security_headers(db_url: str, tmp_path: Path
         responses = [
             httpx.get(f"{base}{path}") for path in ("/", "/estado", "/api/v1/temas", "/static/style.css")
         ]
-        too_big = httpx.post(f"{base}/api/v1/consultas", content=b"{" + b" " * 70_000 + b"}")
+        too_big = httpx.post(
+            f"{base}/api/v1/consultas",
+            content=b"{" + b" " * 70_000 + b"}",
+            headers={"content-type": "application/json"},
+        )
     for response in responses:
         csp = response.headers["content-security-policy"]
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp

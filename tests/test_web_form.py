@@ -48,6 +48,7 @@ def test_a_double_submit_of_one_form_shows_the_same_consulta(db_url: str, tmp_pa
     assert "Su consulta ha sido registrada" in first.text
     number = first.text.split("Número de consulta: <strong>")[1].split("<")[0]
     assert number in second.text and number not in another_form.text
+    assert "ya había sido enviado" in second.text and "ya había sido enviado" not in first.text
     assert stored == 2
 
 

@@ -136,6 +136,13 @@ def create_api(ctx: WebContext) -> FastAPI:
             return _problems(
                 [], ["Idempotency-Key"], {"Idempotency-Key": "Debe tener de 1 a 200 caracteres."}
             )
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "application/json":
+            # Only JSON: an HTML form on another site cannot post here as a simple request.
+            return JSONResponse(
+                {"error": "unsupported_media_type", "message": "Envíe el cuerpo como application/json."},
+                status_code=415,
+            )
         try:
             body = json.loads(await read_body(request) or b"null")
         except (ValueError, UnicodeDecodeError):

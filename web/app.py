@@ -13,7 +13,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -37,8 +37,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = _HTTP_PAGES.get(exc.status_code, "No se pudo atender su solicitud.")
     if request.url.path.startswith("/api/"):
-        from starlette.responses import JSONResponse
-
         return JSONResponse({"error": "http_error", "message": message}, status_code=exc.status_code)
     return pages.render("error.html", exc.status_code, message=message)
 

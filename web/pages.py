@@ -103,6 +103,7 @@ async def _form_page(
         token=token,
         notice=notice,
         honeypot=HONEYPOT,
+        entity_search=ctx.entities is not None,
     )
     return _with_cookie(page, request, secret, fresh)
 
