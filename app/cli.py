@@ -20,6 +20,7 @@ import bot.cli
 import consultas.commands
 import intake.cli
 import routing.cli
+import web.cli
 import workers.cli
 from consultas.errors import ConfigurationError, ConsultasError
 
@@ -31,6 +32,7 @@ REGISTRARS = (
     routing.cli.register,
     workers.cli.register,
     bot.cli.register,
+    web.cli.register,
 )
 
 Handler = Callable[[argparse.Namespace], int]

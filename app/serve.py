@@ -1,4 +1,4 @@
-"""``consultas serve``: the whole service in one process (intake, workers, Telegram bot).
+"""``consultas serve``: the whole service in one process (intake, workers, Telegram bot, web).
 
 Owns the wiring only: the pieces are the Maildir loop (no IMAP host) or the IMAP poller
 (``intake.imap_poller``), the in-process Dramatiq workers (``workers.runtime``) and the bot
@@ -97,6 +97,16 @@ def build_pieces(
             await run_bot(settings, stop, sessions=sessions, clock=clock, on_committed=hint_send_batches)
 
         pieces["telegram-bot"] = bot
+    from web.app import create_app
+    from web.context import WebContext
+    from web.server import run_embedded
+
+    app = create_app(WebContext.build(settings, sessions, config, clock, on_committed=hint_send_batches))
+
+    async def web(stop: asyncio.Event) -> None:
+        await run_embedded(app, host=settings.web_host, port=settings.web_port, stop=stop)
+
+    pieces["web"] = web
     return pieces
 
 

@@ -7,7 +7,6 @@ was not asked yet is absent or None; "no apellido materno" is the empty string.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, MutableMapping
 from enum import StrEnum
 from typing import Any, Final
@@ -18,19 +17,14 @@ from consultas.validators import (
     normalize_email,
     normalize_phone,
     validate_document,
+    validate_entity_name,
+    validate_name_part,
+    validate_question,
     validate_ruc,
 )
 
 Draft = MutableMapping[str, Any]
 
-#: Names and surnames: letters (any script), spaces, apostrophes, hyphens and dots.
-_NAME_RE: Final = re.compile(r"^[^\W\d_]+(?:[ '’.\-]+[^\W\d_]+)*\.?$")
-_CONTENT_WORD_RE: Final = re.compile(r"[^\W\d_]{3,}")
-MAX_NAME: Final = 80
-MAX_RAZON_SOCIAL: Final = 300
-#: Directive 5.3 asks for a concrete description: at least this long and three real words.
-MIN_CONSULTA: Final = 20
-MAX_CONSULTA: Final = 4000
 ADMINISTRATIVA: Final = "ADMINISTRATIVA"
 
 
@@ -94,43 +88,16 @@ def reopen(draft: Draft, step: Step) -> None:
         draft.pop("tema_nombre", None)
 
 
-def _name(value: str) -> str:
-    folded = " ".join(value.split())
-    if len(folded) > MAX_NAME:
-        raise ValueError(texts.MOTIVO_NOMBRE_LARGO.format(maximo=MAX_NAME))
-    if not _NAME_RE.match(folded):
-        raise ValueError(texts.MOTIVO_NOMBRE)
-    return folded
-
-
-def _razon_social(value: str) -> str:
-    folded = " ".join(value.split())
-    if len(folded) < 2:
-        raise ValueError(texts.MOTIVO_RAZON_SOCIAL)
-    if len(folded) > MAX_RAZON_SOCIAL:
-        raise ValueError(texts.MOTIVO_NOMBRE_LARGO.format(maximo=MAX_RAZON_SOCIAL))
-    return folded
-
-
-def _consulta(value: str) -> str:
-    text = value.strip()
-    if len(text) < MIN_CONSULTA or len(_CONTENT_WORD_RE.findall(text)) < 3:
-        raise ValueError(texts.MOTIVO_CONSULTA_CORTA.format(minimo=MIN_CONSULTA))
-    if len(text) > MAX_CONSULTA:
-        raise ValueError(texts.MOTIVO_CONSULTA_LARGA.format(maximo=MAX_CONSULTA))
-    return text
-
-
 #: Checks of the typed fields: the same intake validators as mail where one exists.
 TEXT_CHECKS: Final[dict[Step, Callable[[str], str]]] = {
-    Step.NOMBRES: _name,
-    Step.APELLIDO_PATERNO: _name,
-    Step.APELLIDO_MATERNO: _name,
+    Step.NOMBRES: validate_name_part,
+    Step.APELLIDO_PATERNO: validate_name_part,
+    Step.APELLIDO_MATERNO: validate_name_part,
     Step.CORREO: normalize_email,
     Step.RUC: validate_ruc,
-    Step.RAZON_SOCIAL: _razon_social,
+    Step.RAZON_SOCIAL: validate_entity_name,
     Step.TELEFONO: normalize_phone,
-    Step.CONSULTA: _consulta,
+    Step.CONSULTA: validate_question,
 }
 
 

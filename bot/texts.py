@@ -56,15 +56,8 @@ PREGUNTA_CONSULTA: Final = (
 REINTENTAR: Final = "⚠️ {motivo}\nPor favor, inténtelo de nuevo."
 USE_BOTONES: Final = "Por favor, elija una de las opciones con los botones."
 
-# Reasons of the bot's own checks (the identity, email, RUC and phone reasons come from
-# consultas.requisitos, the same as for mail).
-MOTIVO_NOMBRE: Final = "Escriba solo letras (sin números ni símbolos)."
-MOTIVO_NOMBRE_LARGO: Final = "El texto es demasiado largo (máximo {maximo} caracteres)."
-MOTIVO_RAZON_SOCIAL: Final = "Escriba la razón social de la entidad (al menos 2 caracteres)."
-MOTIVO_CONSULTA_CORTA: Final = (
-    "La consulta es muy breve: describa en al menos {minimo} caracteres qué necesita saber."
-)
-MOTIVO_CONSULTA_LARGA: Final = "La consulta es muy larga (máximo {maximo} caracteres)."
+# The reasons a typed answer is refused come from consultas.validators, the same as for mail and the
+# web form.
 
 # --- summary and correction ----------------------------------------------------------------------
 

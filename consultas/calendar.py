@@ -30,6 +30,40 @@ class _Year:
 
     closed: frozenset[date]
     working: tuple[int, ...]
+    holiday_names: dict[date, str]
+
+
+_WEEKDAY_NAMES = ("lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo")
+DECREED_REASON = "día no laborable decretado"
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedDay:
+    """A day the count passed over, with why it is not a working day (Spanish, for citizens)."""
+
+    day: date
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadlineExplanation:
+    """How a consulta's dates were counted: the presented day and why, the due date, each day skipped."""
+
+    presented: date
+    presented_reason: str
+    due: date
+    working_days: int
+    skipped: tuple[SkippedDay, ...]
+
+    def as_json(self) -> dict[str, object]:
+        """JSON values only (for a mail's context and the API)."""
+        return {
+            "presented": self.presented.isoformat(),
+            "presented_reason": self.presented_reason,
+            "due": self.due.isoformat(),
+            "working_days": self.working_days,
+            "skipped": [{"date": s.day.isoformat(), "reason": s.reason} for s in self.skipped],
+        }
 
 
 class WorkingCalendar:
@@ -64,6 +98,7 @@ class WorkingCalendar:
         table = self._years.get(year)
         if table is None:
             national = holidays.country_holidays("PE", years=year, language="es")
+            names = {d: str(name) for d, name in national.items() if d.year == year}
             closed = frozenset(
                 d for d in (*national.keys(), *self._decreed) if d.year == year and d.weekday() < _SATURDAY
             )
@@ -72,12 +107,28 @@ class WorkingCalendar:
             working = tuple(
                 o for o in range(first, last + 1) if o % 7 not in (6, 0) and date.fromordinal(o) not in closed
             )
-            table = self._years[year] = _Year(closed=closed, working=working)
+            table = self._years[year] = _Year(closed=closed, working=working, holiday_names=names)
         return table
 
     def is_working_day(self, d: date) -> bool:
         """Tell whether ``d`` is a weekday that is neither a national holiday nor decreed off."""
         return d.weekday() < _SATURDAY and d not in self._year(d.year).closed
+
+    def closed_reason(self, d: date) -> str | None:
+        """Why ``d`` is not a working day, in Spanish (None when it is one).
+
+        A weekend day says so and names the holiday that falls on it, if any; a weekday names the
+        national holiday (from ``holidays``) or says it was decreed non-working.
+        """
+        name = self._year(d.year).holiday_names.get(d)
+        if d.weekday() >= _SATURDAY:
+            weekend = f"fin de semana ({_WEEKDAY_NAMES[d.weekday()]})"
+            return f"{weekend}; feriado: {name}" if name else weekend
+        if name is not None:
+            return f"feriado nacional: {name}"
+        if d in self._decreed:
+            return DECREED_REASON
+        return None
 
     def add_working_days(self, d: date, n: int) -> date:
         """Return the ``n``-th working day after ``d`` (``d`` itself when ``n`` is 0)."""
@@ -161,13 +212,60 @@ class WorkingCalendar:
         return self.add_working_days(presented_on, days)
 
 
+def explain_deadline(
+    calendar: WorkingCalendar, received_at: datetime, days: int = DEFAULT_DUE_WORKING_DAYS
+) -> DeadlineExplanation:
+    """How the dates of a consulta received at ``received_at`` are counted (directive 5.1, 5.6.2).
+
+    The presented day with its reason (in office hours; after 16:30; before 08:30; on a day that is
+    not a working day), the due date, and every day from the reception to the due date that the
+    count passed over with its reason (weekend, the national holiday's name, a decreed day).
+    """
+    local = calendar.local(received_at)
+    received_day = local.date()
+    presented = calendar.presented_on(received_at)
+    due = calendar.due_on(presented, days)
+    hour = f"{local:%H:%M}"
+    closed_today = calendar.closed_reason(received_day)
+    if closed_today is not None:
+        reason = (
+            f"Recibida a las {hour} de un día no hábil ({closed_today}): se tiene por presentada "
+            "el día hábil siguiente."
+        )
+    elif presented != received_day:
+        reason = (
+            f"Recibida a las {hour}, después del horario de atención (08:30 a 16:30): se tiene "
+            "por presentada el día hábil siguiente."
+        )
+    elif local.time() < OFFICE_OPENS:
+        reason = (
+            f"Recibida a las {hour}, antes del inicio del horario de atención (08:30): se tiene "
+            "por presentada ese mismo día."
+        )
+    else:
+        reason = f"Recibida a las {hour} de un día hábil, dentro del horario de atención."
+    skipped = []
+    for ordinal in range(received_day.toordinal(), due.toordinal() + 1):
+        day = date.fromordinal(ordinal)
+        why = calendar.closed_reason(day)
+        if why is not None:
+            skipped.append(SkippedDay(day, why))
+    return DeadlineExplanation(presented, reason, due, days, tuple(skipped))
+
+
 def deadline_json(
-    received: str, non_working: list[str], days: int = DEFAULT_DUE_WORKING_DAYS, tz: str = DEFAULT_TZ
-) -> dict[str, str]:
+    received: str,
+    non_working: list[str],
+    days: int = DEFAULT_DUE_WORKING_DAYS,
+    tz: str = DEFAULT_TZ,
+    *,
+    explain: bool = False,
+) -> dict[str, object]:
     """Compute presentation and due dates for an ISO-8601 instant (no offset means ``tz``).
 
-    Returns ``{"presented": "YYYY-MM-DD", "due": "YYYY-MM-DD"}``. Raises ValueError with a message
-    naming the bad value (instant, non-working day, days or time zone).
+    Returns ``{"presented": "YYYY-MM-DD", "due": "YYYY-MM-DD"}``, plus ``"skipped": [{"date",
+    "reason"}]`` when ``explain``. Raises ValueError with a message naming the bad value (instant,
+    non-working day, days or time zone).
     """
     try:
         received_at = datetime.fromisoformat(received.strip())
@@ -185,4 +283,10 @@ def deadline_json(
         raise ValueError(f"days must be >= 1, got {days}")
     calendar = WorkingCalendar(decreed, tz=tz)
     presented = calendar.presented_on(received_at)
-    return {"presented": presented.isoformat(), "due": calendar.due_on(presented, days).isoformat()}
+    result: dict[str, object] = {
+        "presented": presented.isoformat(),
+        "due": calendar.due_on(presented, days).isoformat(),
+    }
+    if explain:
+        result["skipped"] = explain_deadline(calendar, received_at, days).as_json()["skipped"]
+    return result

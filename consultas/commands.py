@@ -32,6 +32,9 @@ def register(subparsers: Any) -> None:
         "--non-working", nargs="*", default=[], metavar="DATE", help="extra decreed non-working days"
     )
     deadline.add_argument("--days", type=int, default=None, help="working days allowed (default 10)")
+    deadline.add_argument(
+        "--explain", action="store_true", help='add "skipped": each day passed over and why (Spanish)'
+    )
     deadline.set_defaults(handler=_deadline)
 
 
@@ -61,7 +64,7 @@ def _deadline(args: argparse.Namespace) -> int:
     non_working = [d.isoformat() for d in settings.non_working_days] + list(args.non_working)
     days = args.days if args.days is not None else settings.due_working_days
     try:
-        result = deadline_json(args.received, non_working, days, settings.timezone)
+        result = deadline_json(args.received, non_working, days, settings.timezone, explain=args.explain)
     except ValueError as exc:
         print(f"consultas deadline: error: {exc}", file=sys.stderr)
         return 2

@@ -26,6 +26,7 @@ class ServiceConfig:
     max_attachment_bytes: int
     reminder_offsets: tuple[int, ...]  # working days before the due date
     subsanacion_expiry_working_days: int
+    public_url: str = "http://127.0.0.1:8080"  # base of the links in mails (the status page)
 
     @property
     def mailbox(self) -> str:
@@ -50,4 +51,9 @@ class ServiceConfig:
             max_attachment_bytes=settings.max_attachment_bytes,
             reminder_offsets=tuple(settings.reminder_offsets),
             subsanacion_expiry_working_days=settings.subsanacion_expiry_working_days,
+            public_url=settings.public_url,
         )
+
+    def status_url(self, number: str) -> str:
+        """The public status page of consulta ``number`` (the link in its confirmation)."""
+        return f"{self.public_url}/estado?numero={number}"

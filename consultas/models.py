@@ -133,6 +133,7 @@ class Channel(StrEnum):
 
     EMAIL = "email"
     TELEGRAM = "telegram"
+    FORMULARIO = "formulario"  # the web form (Anexo N° 1) and its public API
     PRESENCIAL = "presencial"
     TELEFONICO = "telefonico"
     VIDEOCONFERENCIA = "videoconferencia"

@@ -7,6 +7,7 @@ in ``main()`` and passed down: the core never reads the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from datetime import date
 from pathlib import Path
@@ -77,6 +78,15 @@ class Settings(BaseSettings):
     telegram_api_url: str = "https://api.telegram.org/bot"
     telegram_webhook_url: str = ""
 
+    # Web form, status page and public API (the ``web`` package)
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(8080, ge=1, le=65535)
+    public_url: str = "http://127.0.0.1:8080"
+    entities_file: Path | None = None
+    web_rate_limit: int = Field(10, ge=1)
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    web_frame_ancestors: str = "'none'"
+
     # Time rules (directive 5.1, 5.6)
     timezone: str = "America/Lima"
     non_working_days: Annotated[list[date], NoDecode] = Field(default_factory=list)
@@ -91,10 +101,35 @@ class Settings(BaseSettings):
     outbox_max_attempts: int = Field(8, ge=1)
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
-    @field_validator("non_working_days", "reminder_offsets", mode="before")
+    @field_validator("non_working_days", "reminder_offsets", "trusted_proxies", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not an IP address or network: {item!r}") from exc
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("web_frame_ancestors")
+    @classmethod
+    def _csp_source_list(cls, value: str) -> str:
+        # One CSP directive's sources: a ';' or a newline would inject further directives.
+        if any(ch in value for ch in ";,\r\n") or not value.strip():
+            raise ValueError("must be a space-separated CSP source list, e.g. 'self' https://www.mef.gob.pe")
+        return value.strip()
 
     @field_validator("timezone")
     @classmethod

@@ -1,4 +1,4 @@
-"""Single-field validators of the requisitos (directive 5.3), shared by mail and the Telegram bot.
+"""Single-field validators of the requisitos (directive 5.3), shared by mail, the bot and the web form.
 
 Each returns the normalised value or raises ``ValueError`` with a Spanish, user-facing reason.
 Identity numbers are checked with python-stdnum, phones with phonenumbers (region PE, E.164),
@@ -108,3 +108,47 @@ def validate_document(document_type: str | None, number: str) -> tuple[str, str]
     if kind == "PASAPORTE":
         return kind, validate_pasaporte(number)
     raise ValueError("El tipo de documento debe ser DNI, carné de extranjería o pasaporte.")
+
+
+#: Field limits of the form channels (the Telegram bot, the web form and its API).
+MAX_NAME: Final = 80
+MAX_ENTITY_NAME: Final = 300
+#: Directive 5.3 asks for a concrete description: at least this long and three real words.
+MIN_QUESTION: Final = 20
+MAX_QUESTION: Final = 4000
+
+#: Names and surnames: letters (any script), spaces, apostrophes, hyphens and dots.
+_NAME_PART_RE: Final = re.compile(r"^[^\W\d_]+(?:[ '’.\-]+[^\W\d_]+)*\.?$")
+_CONTENT_WORD_RE: Final = re.compile(r"[^\W\d_]{3,}")
+
+
+def validate_name_part(value: str) -> str:
+    """Return one typed name or surname with whitespace folded: letters only, at most ``MAX_NAME``."""
+    folded = " ".join(value.split())
+    if len(folded) > MAX_NAME:
+        raise ValueError(f"El texto es demasiado largo (máximo {MAX_NAME} caracteres).")
+    if not _NAME_PART_RE.match(folded):
+        raise ValueError("Escriba solo letras (sin números ni símbolos).")
+    return folded
+
+
+def validate_entity_name(value: str) -> str:
+    """Return the razón social with whitespace folded: 2 to ``MAX_ENTITY_NAME`` characters."""
+    folded = " ".join(value.split())
+    if len(folded) < 2:
+        raise ValueError("Escriba la razón social de la entidad (al menos 2 caracteres).")
+    if len(folded) > MAX_ENTITY_NAME:
+        raise ValueError(f"El texto es demasiado largo (máximo {MAX_ENTITY_NAME} caracteres).")
+    return folded
+
+
+def validate_question(value: str) -> str:
+    """Return the typed consulta stripped: a concrete description (5.3), at most ``MAX_QUESTION``."""
+    text = value.strip()
+    if len(text) < MIN_QUESTION or len(_CONTENT_WORD_RE.findall(text)) < 3:
+        raise ValueError(
+            f"La consulta es muy breve: describa en al menos {MIN_QUESTION} caracteres qué necesita saber."
+        )
+    if len(text) > MAX_QUESTION:
+        raise ValueError(f"La consulta es muy larga (máximo {MAX_QUESTION} caracteres).")
+    return text

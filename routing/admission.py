@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from consultas import events
 from consultas.bulkwrite import add_row
+from consultas.calendar import explain_deadline
 from consultas.context import ServiceConfig
 from consultas.ids import ensure_id, is_new, preassign_id
 from consultas.lookup import sent_message_pks
@@ -493,6 +494,10 @@ def recibida_context(consulta: Consulta, config: ServiceConfig) -> dict[str, Any
         "presented_on": consulta.presented_on.isoformat() if consulta.presented_on else None,
         "due_on": consulta.due_on.isoformat() if consulta.due_on else None,
         "due_working_days": config.due_working_days,
+        "deadline": explain_deadline(
+            config.calendar, consulta.received_at, config.due_working_days
+        ).as_json(),
+        "status_url": config.status_url(consulta.number) if consulta.number else None,
     }
 
 

@@ -5,6 +5,8 @@
 #     config in a temp dir (tests/servers/dovecot.py); the system service is not used.
 #   - Postfix from Debian's packages, for its `smtp-sink` benchmarking server only (the intake
 #     benchmark's `--sink smtp-sink`); the Postfix mail system itself is not started or used.
+#   - Chromium from Debian's packages, for the browser tests (Playwright drives /usr/bin/chromium;
+#     Playwright's own browser download is not used).
 #   - PostgreSQL on 127.0.0.1:5432 with a database `test`, and Redis on 127.0.0.1:6379: started
 #     if installed but not running (the commands this machine kind documents), then waited for.
 #
@@ -39,8 +41,8 @@ wait_until() {
     done
 }
 
-# --- Dovecot, Postfix's smtp-sink ---------------------------------------------------------------------
-DEBIAN_PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd postfix)
+# --- Dovecot, Postfix's smtp-sink, Chromium ---------------------------------------------------------------------
+DEBIAN_PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd postfix chromium)
 
 package_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
@@ -67,8 +69,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
         apt_install "${missing[@]}"
     fi
 else
-    log "dovecot and postfix already installed"
+    log "dovecot, postfix and chromium already installed"
 fi
+[ -x /usr/bin/chromium ] || die "chromium not found after install"
 [ -x /usr/sbin/dovecot ] || command -v dovecot >/dev/null 2>&1 || die "dovecot binary not found after install"
 [ -x /usr/sbin/smtp-sink ] || die "smtp-sink (postfix) not found after install"
 
@@ -105,4 +108,4 @@ else
     wait_until "redis" redis_ready
 fi
 
-log "ready: dovecot, smtp-sink, postgresql ($PG_HOST:$PG_PORT/$PG_DB), redis ($REDIS_HOST:$REDIS_PORT)"
+log "ready: dovecot, smtp-sink, chromium, postgresql ($PG_HOST:$PG_PORT/$PG_DB), redis ($REDIS_HOST:$REDIS_PORT)"

@@ -234,9 +234,9 @@ async def test_consultas_serve_with_a_token_also_runs_the_bot(
     # Then the bot inside serve answers with the form's first question
     assert "Sistema de Atención de Consultas del MEF" in welcome["text"]
     assert "entidad" in entidad["text"] and buttons(entidad) == ["entidad:si", "entidad:no"]
-    # And serve ran the Maildir intake and the bot together, and stops cleanly on SIGTERM
+    # And serve ran the Maildir intake, the bot and the web app together, and stops cleanly on SIGTERM
     output = stopped_cleanly(serve)
-    assert "consultas serve: maildir, telegram-bot;" in output
+    assert "consultas serve: maildir, telegram-bot, web;" in output
     assert "consultas serve: stopped" in output
     assert fake_bot_api.token not in output
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -160,3 +160,32 @@ def redis_url(redis_server_url: str) -> Iterator[str]:
         client.flushdb()
     finally:
         client.close()
+
+
+# Chromium (Debian's) driven by Playwright ------------------------------------------------------------
+
+#: Debian's chromium (scripts/install-test-deps.sh installs it); Playwright's own download is not used.
+CHROMIUM = os.environ.get("CONSULTAS_TEST_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    """A headless Chromium (a Playwright ``Browser``) for one test.
+
+    Per test, not per session: Playwright's sync API keeps an event loop running in the main
+    thread while it is started, which would break the asyncio tests that run after it.
+    """
+    if not os.path.exists(CHROMIUM):
+        server_unavailable(f"chromium not found at {CHROMIUM}")
+    try:
+        from playwright.sync_api import Error as PlaywrightError
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        server_unavailable("playwright is not installed (pip install -e '.[test]')")
+    with sync_playwright() as playwright:
+        try:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        except PlaywrightError as exc:
+            server_unavailable(f"chromium could not start: {exc}")
+        yield browser
+        browser.close()
