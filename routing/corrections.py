@@ -1,0 +1,169 @@
+"""What the classifier learns from people: corrections stored as examples, retraining, the model in force.
+
+Owns ``record_correction`` (called for ``#derivar`` and ``#administrativa`` replies of the Red, and
+by the staff console when OGDAU triages or re-routes a consulta), ``retrain`` (``consultas classify
+--retrain`` and the nightly job) and ``current_model`` (what ``routing.assignment`` classifies
+with). The model's maths is ``routing.learning``; the decision is ``routing.classify``.
+
+The model lives in the database (``classifier_model``, newest row in force), so every intake
+process and machine uses the same one. Each process loads it once and checks for a newer row at
+most every ``MODEL_REFRESH_S`` seconds (one indexed query), never per mail. Without any stored
+model (a new installation before its first retrain), the process trains one from the registry's
+topics and the packaged labelled sets the first time it needs it (~1 s, mostly importing
+scikit-learn), and keeps it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from datetime import datetime
+from functools import lru_cache
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from consultas import events
+from consultas.models import ClassifierExample, ClassifierModel, Consulta
+from routing.classify import ADMINISTRATIVA, OrganoTopics
+from routing.learning import CORRECTION_WEIGHT, Example, Model, builtin_examples, train_model
+from routing.red_registry import organo_topics
+
+logger = logging.getLogger(__name__)
+
+#: How often a process looks for a model newer than the one it holds.
+MODEL_REFRESH_S = 300.0
+#: ``source`` of the corrections the service records itself.
+SOURCE_DERIVAR = "derivar"
+SOURCE_ADMINISTRATIVA = "administrativa"
+#: ``source`` the staff console should pass (triage of OGDAU's tray, re-route of a routed consulta).
+SOURCE_TRIAGE = "console_triage"
+SOURCE_REROUTE = "console_reroute"
+
+
+def record_correction(
+    session: Session,
+    consulta: Consulta,
+    organo_code: str | None,
+    *,
+    by: str,
+    now: datetime,
+    source: str = SOURCE_REROUTE,
+) -> ClassifierExample:
+    """Store that ``consulta`` belongs to ``organo_code`` (None or "OGDAU": administrativa).
+
+    For the staff console: call it when OGDAU triages a consulta of its tray to an órgano, or
+    re-routes one (after ``routing.derivation.derivar``/``return_to_ogdau``, in the same
+    transaction); ``by`` is the staff member, ``source`` ``SOURCE_TRIAGE`` or ``SOURCE_REROUTE``.
+    The example keeps the consulta's subject and question; one row per consulta (a later call
+    replaces the label). The next retrain learns it. Flushes, never commits.
+    """
+    code = (organo_code or "").strip().upper() or None
+    if code == "OGDAU":
+        code = None
+    example = session.scalar(select(ClassifierExample).where(ClassifierExample.consulta_id == consulta.id))
+    if example is None:
+        example = ClassifierExample(consulta_id=consulta.id, created_at=now)
+        session.add(example)
+    example.subject = consulta.subject or ""
+    example.text = consulta.question or ""
+    example.organo_code = code
+    example.source = source
+    example.actor = by
+    example.updated_at = now
+    session.flush()
+    events.record(
+        session,
+        "classifier_correction",
+        now=now,
+        consulta=consulta,
+        actor=by,
+        organo=code or "OGDAU",
+        source=source,
+    )
+    return example
+
+
+def correction_examples(session: Session, organos: tuple[OrganoTopics, ...]) -> list[Example]:
+    """The stored corrections as training examples (those naming a no longer active órgano left out)."""
+    valid = {organo.code for organo in organos}
+    rows = session.execute(
+        select(ClassifierExample.subject, ClassifierExample.text, ClassifierExample.organo_code).order_by(
+            ClassifierExample.id
+        )
+    ).all()
+    return [
+        Example(subject, text, code or ADMINISTRATIVA, CORRECTION_WEIGHT)
+        for subject, text, code in rows
+        if (code is None or code in valid) and (subject or text)
+    ]
+
+
+def retrain(session: Session, *, now: datetime) -> ClassifierModel:
+    """Train a model on the registry's topics, the labelled sets and every correction; store it.
+
+    Raises ``ValueError`` when the Red registry is empty (nothing to route to). Flushes only.
+    """
+    organos = organo_topics(session)
+    if not organos:
+        raise ValueError("el registro de la Red está vacío: cárguelo con `consultas red import`")
+    corrections = correction_examples(session, organos)
+    examples = [*builtin_examples(organos), *corrections]
+    counts = Counter(example.label for example in examples)
+    summary = {"labels": dict(sorted(counts.items())), "organos": [o.code for o in organos]}
+    model = train_model(examples, info=summary)
+    row = ClassifierModel(
+        trained_at=now,
+        examples=len(examples),
+        corrections=len(corrections),
+        summary=summary,
+        content=model.to_bytes(),
+    )
+    session.add(row)
+    session.flush()
+    _remember(session, row.id, model)
+    logger.info("classifier retrained: %d examples, %d corrections", len(examples), len(corrections))
+    return row
+
+
+# --- the model in force, per process ---------------------------------------------------------------
+
+_lock = threading.Lock()
+#: Per database: (monotonic time of the last check, stored model id or None, the model).
+_models: dict[str, tuple[float, int | None, Model]] = {}
+
+
+def _database_key(session: Session) -> str:
+    return session.get_bind().engine.url.render_as_string(hide_password=True)
+
+
+def _remember(session: Session, model_id: int | None, model: Model) -> None:
+    with _lock:
+        _models[_database_key(session)] = (time.monotonic(), model_id, model)
+
+
+def current_model(session: Session, organos: tuple[OrganoTopics, ...]) -> Model:
+    """The model to classify with: the newest stored one, else one trained from the built-in data."""
+    key = _database_key(session)
+    with _lock:
+        cached = _models.get(key)
+    if cached is not None and time.monotonic() - cached[0] < MODEL_REFRESH_S:
+        return cached[2]
+    newest = session.scalar(select(func.max(ClassifierModel.id)))
+    if cached is not None and cached[1] == newest and (newest is not None or cached[2] is _builtin(organos)):
+        _remember(session, newest, cached[2])
+        return cached[2]
+    if newest is None:
+        model = _builtin(organos)
+    else:
+        content = session.scalar(select(ClassifierModel.content).where(ClassifierModel.id == newest))
+        model = Model.from_bytes(content or b"")
+    _remember(session, newest, model)
+    return model
+
+
+@lru_cache(maxsize=8)
+def _builtin(organos: tuple[OrganoTopics, ...]) -> Model:
+    return train_model(builtin_examples(organos), info={"builtin": True})
