@@ -63,7 +63,8 @@ CORRECTED = (
 )
 NEXT_SIMILAR = (
     "Apoyo a la junta de regantes",
-    "Cada año la junta de regantes pide a la municipalidad plata para la limpieza del canal, se le puede dar?",
+    "Cada año la junta de regantes pide a la municipalidad plata para la limpieza del canal, "
+    "se le puede dar?",
 )
 CORRECTED_TO = "DGPP"
 

@@ -451,4 +451,4 @@ class ClassifierModel(Base):
     examples: Mapped[int] = mapped_column(Integer)
     corrections: Mapped[int] = mapped_column(Integer)
     summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    content: Mapped[bytes] = deferred(mapped_column(LargeBinary))
+    content: Mapped[bytes] = deferred(mapped_column(LargeBinary, nullable=False))
