@@ -125,7 +125,8 @@ def _codec_for_label(charset: str) -> str | None:
         return None
     encoding = webencodings.lookup(label)
     if encoding is not None and encoding.name not in ("replacement", "x-user-defined"):
-        return _WHATWG_DECODERS.get(encoding.name, encoding.codec_info.name)
+        name: str = encoding.name
+        return _WHATWG_DECODERS.get(name, str(encoding.codec_info.name))
     try:
         return codecs.lookup(label).name
     except (LookupError, ValueError):
