@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Final
 
 from intake.validators import (
@@ -19,6 +19,7 @@ from intake.validators import (
     validate_full_name,
     validate_ruc,
 )
+from routing.reply_parsing import split_reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,9 @@ class Extraction:
     requisitos: Requisitos
     missing: tuple[str, ...] = ()
     invalid: tuple[str, ...] = ()
+    #: The mail forwards someone else's consulta (an office's "RV:", "Trasladamos la consulta de
+    #: ..."): its sender is not the citizen.
+    forwarded: bool = False
 
     @property
     def complete(self) -> bool:
@@ -66,6 +70,24 @@ _PROSE_NAME_RES = (
     (
         re.compile(rf"(?i:\bsoy)\s+({_NAME})(?=\s*[,(.]|\s+(?i:identificad|con\s|de\s+nacionalidad))"),
         ("soy",),
+    ),
+    # An office forwarding a citizen's consulta: "la consulta de la administrada X, identificada con
+    # DNI ...", "del ciudadano X, con DNI ...", "el señor X, quien solicita ...".
+    (
+        re.compile(
+            rf"(?i:\b(?:administrad|ciudadan|usuari|recurrente|solicitante|señor|senor|sr|sra)[oa]?s?\.?)"
+            rf"\s+({_NAME})(?=\s*,?\s*(?i:identificad|con\s+(?:el\s+)?(?:DNI|D\.N\.I|documento|carn|pasaporte)"
+            r"|quien\s|portador))"
+        ),
+        ("administr", "ciudadan", "usuari", "recurrente", "solicitante", "señor", "senor", "sr"),
+    ),
+    # A name that opens the text, before its document: "Rosa Quispe Mamani, DNI 41234567, ...".
+    (
+        re.compile(
+            rf"(?m:^)[ \t]*({_NAME})\s*[,;]\s*(?=(?i:(?:con\s+|identificad[oa]\s+con\s+)?(?:el\s+)?"
+            r"(?:D\.?\s?N\.?\s?I\b|documento|carn[eé]|pasaporte|C\.E\.)))"
+        ),
+        ("dni", "d.n.i", "documento", "carn", "pasaporte", "c.e."),
     ),
 )
 
@@ -135,16 +157,24 @@ _PHONE_KEYWORD_RE = re.compile(
 _PHONE_PIECE_RE = re.compile(r"\+?\d[\d\-.]{5,}\d")
 _MOBILE_RE = re.compile(r"(?<![\d+])(?:\+?51[ \t\-]?)?9\d{2}[ \t\-]?\d{3}[ \t\-]?\d{3}(?!\d)")
 
-_REPLY_MARKER_RE = re.compile(
-    r"^(?:>|El\s.{5,200}\sescribi[oó]:\s*$|On\s.{5,200}\swrote:\s*$"
-    r"|-{2,}\s*(?:Mensaje original|Original Message)\s*-{2,}|De:\s|From:\s)",
-    re.IGNORECASE | re.MULTILINE,
-)
 _FORWARD_SUBJECT_RE = re.compile(r"^\s*(?:rv|fw|fwd|reenv(?:iado|io)?)\s*:", re.IGNORECASE)
 _HEADER_LINE_RE = re.compile(
     r"^\s*(?:-{3,}.*(?:forwarded|reenviado|original).*|(?:de|from|enviado(?:\s+el)?|sent|para|to|cc"
     r"|asunto|subject|fecha|date)\s*:.*)$",
     re.IGNORECASE,
+)
+#: An office writing to pass on a citizen's consulta ("Trasladamos la consulta de la administrada").
+_FORWARD_PROSE_RE = re.compile(
+    r"\b(?:(?:se\s+)?(?:traslad|remit|deriv|reenv[ií])(?:amos|imos|o|a|e)|hacemos\s+llegar|hago\s+llegar)"
+    r"\s+(?:a\s+(?:su|ustedes)\s+(?:\w+\s+)?)?(?:la|el|su)\s+(?:consulta|pedido|solicitud|correo|requerimiento)"
+    r"\s+(?:\w+\s+){0,3}?(?:de|del)\s",
+    re.IGNORECASE,
+)
+#: The quoted From line of a forwarded mail ("De: Rosa Quispe <rosa@...>", "From: ...").
+_FORWARDED_FROM_RE = re.compile(
+    r"^[ \t>]*\*?(?:De|From|Von)\s*:\*?[ \t]*(?P<name>[^<\n]*?)[ \t]*[<\[](?:mailto:)?"
+    r"(?P<address>[^\s<>@\[\]]+@[^\s<>\[\]]+)[>\]]",
+    re.IGNORECASE | re.MULTILINE,
 )
 _GREETING_RE = re.compile(
     r"^(?:señor|señora|sres?\b|srta|estimad|buen[oa]s|de\s+mi\s+(?:mayor\s+)?consideraci|a\s+quien"
@@ -154,7 +184,9 @@ _GREETING_RE = re.compile(
 _CLOSING_RE = re.compile(
     r"^(?:atentamente|saludos|cordialmente|muchas\s+gracias|gracias|quedo\s+(?:atent|a\s+la\s+espera)"
     r"|agradezco|agradecer[ée]\s+(?:de\s+antemano|su\s+atenci)|un\s+(?:cordial\s+)?saludo|slds|--\s*$"
-    r"|enviado\s+desde|sent\s+from|get\s+outlook|obtener\s+outlook)",
+    r"|enviado\s+desde|sent\s+from|get\s+outlook|obtener\s+outlook"
+    r"|(?:best|kind|warm)\s+regards|regards|sincerely|thanks|thank\s+you"
+    r"|mit\s+freundlichen\s+gr(?:ü|ue)(?:ß|ss)en|viele\s+gr(?:ü|ue)(?:ß|ss)e|s\s+pozdravem)",
     re.IGNORECASE,
 )
 _REQUISITO_LINE_RE = re.compile(
@@ -173,7 +205,9 @@ _TRAILING_LABEL_RE = re.compile(
     r"|carn[eé]t?|pasaporte)\b[^.?!]*$",
     re.IGNORECASE,
 )
-_CONTENT_WORD_RE = re.compile(r"[A-Za-zÁÉÍÓÚÑÜáéíóúñü]{3,}")
+#: A content word: three letters of any alphabet (ä, ß, č, Cyrillic, Greek...); CJK and kana,
+#: written without spaces, count one word per two characters.
+_CONTENT_WORD_RE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]{2}|[^\W\d_]{3,}")
 
 
 # --- extraction ---------------------------------------------------------------------------------
@@ -195,14 +229,47 @@ class _Found:
 
 
 def _split_fresh(text: str, subject: str) -> tuple[str, str]:
-    """Split a reply into what the citizen wrote now and the quoted history; forwards stay whole."""
+    """Split a reply into what the citizen wrote now and the quoted history; forwards stay whole.
+
+    The quote stripping is the one of Red replies (``routing.reply_parsing.split_reply``): top-
+    and bottom-posted answers alike.
+    """
     if _FORWARD_SUBJECT_RE.match(subject):
         # A forward carries the consulta itself in the "quoted" part.
         return text, ""
-    marker = _REPLY_MARKER_RE.search(text)
-    if marker is None:
-        return text, ""
-    return text[: marker.start()], text[marker.start() :]
+    split = split_reply(text)
+    return split.fresh, split.quoted
+
+
+def _passed_on(text: str) -> bool:
+    """Whether the text is an office passing on someone's consulta ("Trasladamos la consulta de")."""
+    return "consulta" in text.casefold() and _FORWARD_PROSE_RE.search(text) is not None
+
+
+def _forwarded_sender(text: str, own: str) -> tuple[str, str] | None:
+    """(display name, address) of the first quoted From line not from ``own``, the forwarder."""
+    for match in _FORWARDED_FROM_RE.finditer(text):
+        address = match.group("address").strip().rstrip(".").lower()
+        if address != own.lower():
+            return " ".join(match.group("name").split()).strip("\"' "), address
+    return None
+
+
+def _forwarded_body(text: str) -> str | None:
+    """The text of the forwarded mail: what follows the header block of its quoted From line."""
+    match = _FORWARDED_FROM_RE.search(text)
+    if match is None:
+        return None
+    blank = re.compile(r"\n[ \t>]*\n").search(text, match.end())
+    return text[blank.end() :] if blank else None
+
+
+def _display_name(name: str) -> str:
+    """A From display name as a full name: Outlook's "Apellidos, Nombres" turned around."""
+    surname, comma, given = name.partition(",")
+    if comma and given.strip() and "," not in given and surname.strip():
+        return f"{given.strip()} {surname.strip()}"
+    return name
 
 
 def _may_match(folded: str, words: tuple[str, ...]) -> bool:
@@ -365,10 +432,22 @@ def _labelled_question(text: str) -> str | None:
     return found.group("value") if found else None
 
 
-def _find(text: str, *, sender: str, sender_name: str, subject: str) -> _Found:
+def _find(text: str, *, sender: str, sender_name: str, subject: str) -> tuple[_Found, bool]:
     fresh, quoted = _split_fresh(text, subject)
     sources = (fresh, quoted) if quoted else (fresh,)
     found = _Found()
+    passed_on = _passed_on(fresh)
+    inner = _forwarded_sender(text, sender) if passed_on or _FORWARD_SUBJECT_RE.match(subject) else None
+    forwarded = passed_on or inner is not None
+    if inner is not None:
+        # A forwarded mail: its quoted From is the citizen, not the office that forwards it, and
+        # the consulta is the forwarded text, not the office's cover note.
+        sender_name, sender = inner
+        fresh = _forwarded_body(fresh) or fresh
+    elif passed_on:
+        # "Trasladamos la consulta de ...": the name is in the text, never the office's From name;
+        # the office's address stays the contact when the text gives none.
+        sender_name = ""
 
     def first(getter: Callable[[str], str | None]) -> str | None:
         for source in sources:
@@ -379,7 +458,7 @@ def _find(text: str, *, sender: str, sender_name: str, subject: str) -> _Found:
 
     found.full_name = first(_first_name) or first(_signature_name)
     if not found.full_name and sender_name and "@" not in sender_name:
-        found.full_name = sender_name
+        found.full_name = _display_name(sender_name)
     for source in sources:
         document = _document(source)
         if document:
@@ -405,14 +484,15 @@ def _find(text: str, *, sender: str, sender_name: str, subject: str) -> _Found:
     )
     # Never from the quoted history: that is our own earlier mail (or theirs, already registered).
     found.question = _question(fresh, labelled_question, drop)
-    return found
+    return found, forwarded
 
 
 def extract_requisitos(text: str, *, sender: str, sender_name: str, subject: str) -> Extraction:
     """Find the requisitos in a mail body and validate them; never raises on odd text."""
-    found = _find(text, sender=sender, sender_name=sender_name, subject=subject)
+    found, forwarded = _find(text, sender=sender, sender_name=sender_name, subject=subject)
     raw = Requisitos(**{f.name: getattr(found, f.name) for f in fields(Requisitos)})
-    return check_requisitos(raw)
+    checked = check_requisitos(raw)
+    return replace(checked, forwarded=True) if forwarded else checked
 
 
 # --- validation of split fields --------------------------------------------------------------
