@@ -405,6 +405,8 @@ def _question(text: str, labelled: str | None, drop: tuple[str, ...]) -> str | N
     for line in lines:
         if kept and len(line) <= 60 and _CLOSING_RE.match(line) and any(k for k in kept):
             break
+        if len(line) <= 30 and _CLOSING_RE.match(line) and not any(k for k in kept):
+            break  # "Atentamente," right after the greeting: a signature, no question before it
         if not any(k for k in kept) and (not line or (len(line) <= 60 and _GREETING_RE.match(line))):
             continue
         if len(line) <= 40 and line.endswith((":", ",")) and _GREETING_RE.match(line):
