@@ -38,6 +38,7 @@ _WROTE_HEADER = re.compile(
     r"\s*:\s*$",
     re.IGNORECASE,
 )
+_WROTE_VERBS = ("escrib", "wrote", "schrieb", "écrit", "ESCRIB", "WROTE", "Escrib", "Wrote")
 #: Gmail wraps a long "El ... escribió:" line; look at up to this many lines joined.
 _WROTE_MAX_LINES = 3
 _SEPARATOR = re.compile(
@@ -63,13 +64,18 @@ _DISCLAIMER = re.compile(
     re.IGNORECASE,
 )
 _QUOTED = re.compile(r"^\s*>")
-#: One search that every history layout above needs a hit of: most mails have none, and then
-#: nothing is looked at line by line.
-_ANY_MARKER = re.compile(
-    r"^\s*(?:>|\*?(?:El|On|Am|Le|De|From|Von)\b|-{3,}|_{20,}|--\s?$)|^.*(?:Enviado desde|Sent from|Outlook"
-    r"|gesendet|CONFIDENCIALIDAD|CONFIDENTIALITY|AVISO LEGAL)",
-    re.IGNORECASE | re.MULTILINE,
-)
+#: Every history layout, signature and footer above needs a line starting like this or one of the
+#: words below: most mails have neither, and then nothing is looked at line by line (two scans of
+#: ~4 us instead of ~30 regular expressions per line).
+_ANY_LINE_MARKER = re.compile(r"^[ \t]*(?:>|\*?(?:El|On|Am|Le|De|From|Von)\b|-{2,}|_{20,})", re.I | re.M)
+_ANY_WORD_MARKER = ("enviado desde", "sent from", "outlook", "gesendet", "confidencialidad", "confidential")
+
+
+def _may_have_history(text: str) -> bool:
+    if _ANY_LINE_MARKER.search(text):
+        return True
+    folded = text.casefold()
+    return any(word in folded for word in _ANY_WORD_MARKER) or "aviso legal" in folded
 
 
 @dataclass(frozen=True)
@@ -95,7 +101,7 @@ def split_reply(text: str) -> SplitReply:
     itself split again (it may end with its own signature).
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if not _ANY_MARKER.search(text):
+    if not _may_have_history(text):
         return SplitReply(text.strip(), "")
     lines = text.split("\n")
     end, header_lines = _history_start(lines)
@@ -149,7 +155,8 @@ def _history_start(lines: list[str]) -> tuple[int, int]:
         if _WROTE_START.match(line.lstrip("> ")):
             for size in range(1, _WROTE_MAX_LINES + 1):
                 window = " ".join(part.lstrip("> ").strip() for part in lines[index : index + size])
-                if _WROTE_HEADER.match(window):
+                # The verb first: most lines starting "El ..." are prose, and the pattern is slow on them.
+                if any(verb in window for verb in _WROTE_VERBS) and _WROTE_HEADER.match(window):
                     return index, size
     return len(lines), 0
 

@@ -115,6 +115,17 @@ def test_agreeing_rules_and_model_route_and_a_weak_model_alone_does_not() -> Non
     assert strong.organo == "DGPMI"
 
 
+def test_a_weak_rules_candidate_and_a_weak_model_agreeing_route_but_not_disagreeing() -> None:
+    text = "Duda sobre la caja chica."
+    assert classify("Consulta", text, ORGANOS).organo is None  # the rules alone are not confident
+
+    agreeing = classify("Consulta", text, ORGANOS, model=Fixed("DGTP", 0.15))
+    disagreeing = classify("Consulta", text, ORGANOS, model=Fixed("DGA", 0.15))
+
+    assert agreeing.organo == "DGTP"
+    assert disagreeing.organo is None
+
+
 def test_a_model_class_that_is_no_longer_an_organo_is_doubt() -> None:
     organos = tuple(o for o in ORGANOS if o.code != "DGPMI")
 
@@ -214,7 +225,7 @@ def test_held_out_third_never_goes_to_a_wrong_organo_more_than_measured() -> Non
     assert wrong <= MEASURED_WRONG
 
 
-MEASURED_RIGHT = 0.82
+MEASURED_RIGHT = 0.85
 MEASURED_WRONG = 4
 
 
