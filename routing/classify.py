@@ -269,13 +269,18 @@ _STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 _TOKEN = re.compile(r"[a-z0-9]+")
 
 
+@lru_cache(maxsize=16)
 def normalize(text: str) -> str:
-    """Lowercase, strip accents and turn punctuation into spaces."""
+    """Lowercase, strip accents and turn punctuation into spaces.
+
+    Cached: the rules and the model normalise the same subject and text of each consulta.
+    """
     decomposed = unicodedata.normalize("NFKD", text.lower())
     without_accents = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return " ".join(_TOKEN.findall(without_accents))
 
 
+@lru_cache(maxsize=16384)
 def stem(word: str) -> str:
     """Stem a normalised Spanish word lightly: drop plurals, keep at most 6 letters."""
     if word.isdigit() or len(word) <= 3:

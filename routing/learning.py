@@ -23,6 +23,7 @@ import io
 import itertools
 import json
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -109,12 +110,12 @@ class Model:
 
     def scores(self, subject: str, text: str) -> npt.NDArray[np.float64]:
         """The decision score of every class (``self.classes`` order)."""
-        counts: dict[int, int] = {}
         vocabulary = self.vocabulary
-        for feature in features(subject, text):
+        counts: dict[int, int] = {}
+        for feature, count in Counter(features(subject, text)).items():
             index = vocabulary.get(feature)
             if index is not None:
-                counts[index] = counts.get(index, 0) + 1
+                counts[index] = count
         if not counts:
             return self.intercept.copy()
         indices = np.fromiter(counts.keys(), dtype=np.intp, count=len(counts))
