@@ -7,6 +7,7 @@ reply. The single-field validators live in `intake.validators`; regexes here onl
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
@@ -71,14 +72,6 @@ _PROSE_NAME_RES = (
         re.compile(rf"(?i:\bsoy)\s+({_NAME})(?=\s*[,(.]|\s+(?i:identificad|con\s|de\s+nacionalidad))"),
         ("soy",),
     ),
-    # A name that opens the text, before its document: "Rosa Quispe Mamani, DNI 41234567, ...".
-    (
-        re.compile(
-            rf"(?m:^)[ \t]*({_NAME})\s*[,;]\s*(?=(?i:(?:con\s+|identificad[oa]\s+con\s+)?(?:el\s+)?"
-            r"(?:D\.?\s?N\.?\s?I\b|documento|carn[eé]|pasaporte|C\.E\.)))"
-        ),
-        ("dni", "d.n.i", "documento", "carn", "pasaporte", "c.e."),
-    ),
 )
 
 #: An office forwarding a citizen's consulta: "la consulta de la administrada X, identificada con
@@ -91,11 +84,22 @@ _OFFICE_NAME_RE = re.compile(
     r"|quien\s|portador))"
 )
 _OFFICE_WORDS = ("identificad", "quien", "portador", "con dni", "con el dni", "con documento", "con carn")
+_OFFICE_KEYWORDS = ("administrad", "ciudadan", "usuari", "recurrente", "solicitante", "señor", "senor")
+#: A name that opens the text, before its document: "Rosa Quispe Mamani, DNI 41234567, ...".
+_OPENING_NAME_RE = re.compile(
+    rf"[ \t]*({_NAME})\s*[,;]\s*(?=(?i:(?:con\s+|identificad[oa]\s+con\s+)?(?:el\s+)?"
+    r"(?:D\.?\s?N\.?\s?I\b|documento|carn[eé]|pasaporte|C\.E\.)))"
+)
+#: How many lines after the greeting may hold the opening name.
+_OPENING_LINES = 2
 
 
-def _office_named(text: str, lowered: str) -> tuple[int, str] | None:
+def _office_named(text: str, folded: str) -> tuple[int, str] | None:
     """(position, name) of the citizen an office names ("la administrada X, identificada con ...")."""
-    if len(lowered) != len(text) or not any(word in lowered for word in _OFFICE_WORDS):
+    if not (_may_match(folded, _OFFICE_KEYWORDS) and _may_match(folded, _OFFICE_WORDS)):
+        return None
+    lowered = text.lower()
+    if len(lowered) != len(text):
         return None  # "İ" lower-cases to two characters: positions would not match (rare)
     for keyword in _OFFICE_KEYWORD_RE.finditer(lowered):
         found = _OFFICE_NAME_RE.match(text, keyword.end())
@@ -310,14 +314,33 @@ def _first_name(text: str) -> str | None:
         if value and any(ch.isalpha() for ch in value):
             return value
     folded = text.casefold()
-    best = _office_named(text, text.lower())
+    best = _office_named(text, folded)
     for pattern, words in _PROSE_NAME_RES:
         if not _may_match(folded, words):
             continue
         prose = pattern.search(text)
         if prose and (best is None or prose.start() < best[0]):
             best = (prose.start(), prose.group(1))
+    if best is None:
+        # Last: "Soy X, DNI ..." also opens a line, and "Soy" is no name.
+        best = _opening_name(text)
     return best[1] if best else None
+
+
+def _opening_name(text: str) -> tuple[int, str] | None:
+    """(position, name) when one of the first lines after the greeting opens with "Name, DNI ..."."""
+    position, tried = 0, 0
+    for line in text.split("\n", 12):
+        stripped = line.strip()
+        if stripped and not (len(stripped) <= 60 and _GREETING_RE.match(stripped)):
+            found = _OPENING_NAME_RE.match(line)
+            if found:
+                return position, found.group(1)
+            tried += 1
+            if tried == _OPENING_LINES:
+                return None
+        position += len(line) + 1
+    return None
 
 
 def _signature_name(text: str) -> str | None:
@@ -398,16 +421,21 @@ def _phone(text: str, exclude: str | None) -> str | None:
     return None
 
 
+def _has_words(text: str, count: int = 3) -> bool:
+    """Whether ``text`` holds ``count`` content words (stops at the ``count``-th, lists none)."""
+    return len(list(itertools.islice(_CONTENT_WORD_RE.finditer(text), count))) == count
+
+
 def _without_requisitos(sentence: str, drop: tuple[str, ...]) -> str | None:
     """Return the part of a sentence that is not self-introduction or requisitos, or None."""
     spans = [(i, i + len(p)) for p in drop if p and (i := sentence.find(p)) >= 0]
     if spans:
         before = sentence[: min(start for start, _ in spans)]
         after = sentence[max(end for _, end in spans) :].lstrip(" ,;:.)-")
-        if len(_CONTENT_WORD_RE.findall(after)) >= 3:
+        if _has_words(after):
             # "Yo, X, con DNI 123, consulto si ...": the consulta follows the introduction.
             sentence = after[0].upper() + after[1:]
-        elif not _INTRO_SENTENCE_RE.search(before) and len(_CONTENT_WORD_RE.findall(before)) >= 3:
+        elif not _INTRO_SENTENCE_RE.search(before) and _has_words(before):
             # "... a donde debo reclamar? mi dni es 123": the requisito trails the consulta.
             sentence = _TRAILING_LABEL_RE.sub("", before).strip()
         else:
@@ -419,7 +447,7 @@ def _without_requisitos(sentence: str, drop: tuple[str, ...]) -> str | None:
 
 def _question(text: str, labelled: str | None, drop: tuple[str, ...]) -> str | None:
     """Return the body without greeting, signature, requisitos lines and self-introduction."""
-    if labelled and len(_CONTENT_WORD_RE.findall(labelled)) >= 3:
+    if labelled and _has_words(labelled):
         return " ".join(labelled.split())
     lines = [line.strip() for line in text.splitlines()]
     kept: list[str] = []
@@ -445,7 +473,7 @@ def _question(text: str, labelled: str | None, drop: tuple[str, ...]) -> str | N
         if sentences:
             paragraphs.append(" ".join(sentences))
     question = "\n\n".join(paragraphs).strip()
-    if len(_CONTENT_WORD_RE.findall(question)) < 3:
+    if not _has_words(question):
         return None  # empty, or only "Buenos días" / "Gracias": not a concrete consulta (5.3)
     return question
 
