@@ -84,7 +84,11 @@ _OFFICE_NAME_RE = re.compile(
     r"|quien\s|portador))"
 )
 _OFFICE_WORDS = ("identificad", "quien", "portador", "con dni", "con el dni", "con documento", "con carn")
-_OFFICE_KEYWORDS = ("administrad", "ciudadan", "usuari", "recurrente", "solicitante", "señor", "senor")
+#: The keywords as they stand before a name (with the space: "Señores" opens most mails).
+_OFFICE_KEYWORDS = (
+    "administrado ", "administrada ", "ciudadano ", "ciudadana ", "usuario ", "usuaria ",
+    "señor ", "señora ", "senor ", "senora ", "recurrente ", "solicitante ",
+)  # fmt: skip
 #: A name that opens the text, before its document: "Rosa Quispe Mamani, DNI 41234567, ...".
 _OPENING_NAME_RE = re.compile(
     rf"[ \t]*({_NAME})\s*[,;]\s*(?=(?i:(?:con\s+|identificad[oa]\s+con\s+)?(?:el\s+)?"
@@ -451,18 +455,20 @@ def _question(text: str, labelled: str | None, drop: tuple[str, ...]) -> str | N
         return " ".join(labelled.split())
     lines = [line.strip() for line in text.splitlines()]
     kept: list[str] = []
+    content = False  # a non-empty line is kept (tracked: testing ``kept`` per line is quadratic)
     for line in lines:
-        if kept and len(line) <= 60 and _CLOSING_RE.match(line) and any(k for k in kept):
+        if content and len(line) <= 60 and _CLOSING_RE.match(line):
             break
-        if len(line) <= 30 and _CLOSING_RE.match(line) and not any(k for k in kept):
+        if not content and line and len(line) <= 30 and _CLOSING_RE.match(line):
             break  # "Atentamente," right after the greeting: a signature, no question before it
-        if not any(k for k in kept) and (not line or (len(line) <= 60 and _GREETING_RE.match(line))):
+        if not content and (not line or (len(line) <= 60 and _GREETING_RE.match(line))):
             continue
         if len(line) <= 40 and line.endswith((":", ",")) and _GREETING_RE.match(line):
             continue  # "Estimados:" opening a forwarded mail
         if _HEADER_LINE_RE.match(line) or _REQUISITO_LINE_RE.match(line):
             continue
         kept.append(line)
+        content = content or bool(line)
     paragraphs: list[str] = []
     for block in "\n".join(kept).split("\n\n"):
         sentences = [
