@@ -151,15 +151,18 @@ def current_model(session: Session, organos: tuple[OrganoTopics, ...]) -> Model:
         cached = _models.get(key)
     if cached is not None and time.monotonic() - cached[0] < MODEL_REFRESH_S:
         return cached[2]
-    newest = session.scalar(select(func.max(ClassifierModel.id)))
-    if cached is not None and cached[1] == newest and (newest is not None or cached[2] is _builtin(organos)):
-        _remember(session, newest, cached[2])
-        return cached[2]
-    if newest is None:
-        model = _builtin(organos)
-    else:
-        content = session.scalar(select(ClassifierModel.content).where(ClassifierModel.id == newest))
-        model = Model.from_bytes(content or b"")
+    # No autoflush: the intake's batch writes its rows at the batch's end, not for this look-up.
+    with session.no_autoflush:
+        newest = session.scalar(select(func.max(ClassifierModel.id)))
+        unchanged = cached is not None and cached[1] == newest
+        if cached is not None and unchanged and (newest is not None or cached[2] is _builtin(organos)):
+            _remember(session, newest, cached[2])
+            return cached[2]
+        if newest is None:
+            model = _builtin(organos)
+        else:
+            content = session.scalar(select(ClassifierModel.content).where(ClassifierModel.id == newest))
+            model = Model.from_bytes(content or b"")
     _remember(session, newest, model)
     return model
 
