@@ -11,6 +11,7 @@ import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
+from functools import lru_cache
 from typing import Final
 
 from intake.validators import (
@@ -269,8 +270,8 @@ def _split_fresh(text: str, subject: str) -> tuple[str, str]:
 
 def _passed_on(text: str) -> bool:
     """Whether the text is an office passing on someone's consulta ("Trasladamos la consulta de")."""
-    lowered = text.lower()
-    if "consulta" not in lowered or not any(word in lowered for word in _PASS_ON_WORDS):
+    folded = _casefold(text)
+    if "consulta" not in folded or not any(word in folded for word in _PASS_ON_WORDS):
         return False
     return _FORWARD_PROSE_RE.search(text) is not None
 
@@ -301,6 +302,12 @@ def _display_name(name: str) -> str:
     return name
 
 
+@lru_cache(maxsize=4)
+def _casefold(text: str) -> str:
+    """``text.casefold()``, computed once for the several look-ups of one mail's text."""
+    return text.casefold()
+
+
 def _may_match(folded: str, words: tuple[str, ...]) -> bool:
     """Whether ``folded`` (a text's ``casefold()``) holds one of ``words``, which a pattern needs.
 
@@ -317,7 +324,7 @@ def _first_name(text: str) -> str | None:
         value = " ".join(label.group("value").split()).strip(" ,.;")
         if value and any(ch.isalpha() for ch in value):
             return value
-    folded = text.casefold()
+    folded = _casefold(text)
     best = _office_named(text, folded)
     for pattern, words in _PROSE_NAME_RES:
         if not _may_match(folded, words):
@@ -371,7 +378,7 @@ def _document(text: str) -> tuple[str, str] | None:
 
 def _entity(text: str) -> str | None:
     # Most specific first: a role followed by "con RUC", then an "Entidad:" line, then a bare role.
-    folded = text.casefold()
+    folded = _casefold(text)
     patterns: tuple[re.Pattern[str], ...]
     if not _may_match(folded, _ROLE_WORDS):  # neither role pattern can match
         patterns = (_ENTITY_LABEL_RE,)
