@@ -26,6 +26,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from typing import Any
 
@@ -76,15 +77,22 @@ def features(subject: str, text: str) -> list[str]:
         if not part:
             continue
         words = [word for word in normalize(part).split() if word not in _STOPWORDS]
-        stemmed = [stem(word) for word in words]
-        own = ["w:" + s for s in stemmed]
-        own.extend("b:" + a + " " + b for a, b in itertools.pairwise(stemmed))
+        own: list[str] = []
         for word in words:
-            if len(word) > CHAR_N and not word.isdigit():
-                padded = f"<{word}>"
-                own.extend("c:" + padded[i : i + CHAR_N] for i in range(len(padded) - CHAR_N + 1))
+            own.extend(_word_features(word))
+        stemmed = [stem(word) for word in words]
+        own.extend("b:" + a + " " + b for a, b in itertools.pairwise(stemmed))
         out.extend(own * repeat)
     return out
+
+
+@lru_cache(maxsize=32768)
+def _word_features(word: str) -> tuple[str, ...]:
+    """A word's stem and character n-grams (cached: a mail's words are mostly the language's common ones)."""
+    if len(word) <= CHAR_N or word.isdigit():
+        return ("w:" + stem(word),)
+    padded = f"<{word}>"
+    return ("w:" + stem(word), *("c:" + padded[i : i + CHAR_N] for i in range(len(padded) - CHAR_N + 1)))
 
 
 class Model:
