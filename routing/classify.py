@@ -2,15 +2,17 @@
 
 Pure and fast: the organos' topics plus a built-in vocabulary of MEF domains are compiled once
 per organo list (cached) into weighted stem n-grams; a mail is scored against every organo and
-against the administrative vocabulary, the subject weighing more than the body.
+against the administrative vocabulary, the subject weighing more than the body. These rules
+explain; a learned model (``routing.learning``, given by the caller) judges with them.
 
-Decision rule (the choice for "no confident match"): when the best score is too low, or not
-clearly ahead of the runner-up, the consulta is *administrativa* with ``organo=None``, so it
+Decision rule (the choice for "no confident match"): when neither the rules nor the model are
+confident, or when they disagree, the consulta is *administrativa* with ``organo=None``, so it
 lands in OGDAU's tray, and the reason says OGDAU must triage it ("sin coincidencia confiable").
 OGDAU is the front office (5.4.1) that evaluates the type anyway; a wrong automatic routing to
 a Red member costs a derivation and days of the 10-day deadline, a triage costs minutes.
 
-Leaves to others: the Red contacts (``routing.red_registry_file``), routing and derivation.
+Leaves to others: the Red contacts (``routing.red_registry_file``), routing and derivation, the
+model and its training (``routing.learning``, ``routing.corrections``).
 """
 
 from __future__ import annotations
