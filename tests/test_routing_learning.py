@@ -115,6 +115,14 @@ def test_agreeing_rules_and_model_route_and_a_weak_model_alone_does_not() -> Non
     assert strong.organo == "DGPMI"
 
 
+def test_confident_rules_and_a_model_that_barely_prefers_the_same_organo_go_to_ogdau() -> None:
+    tie = classify(
+        "Consulta Invierte.pe", "Banco de inversiones, formato 12-b.", ORGANOS, model=Fixed("DGPMI", 0.01)
+    )
+
+    assert tie.organo is None
+
+
 def test_a_weak_rules_candidate_and_a_weak_model_agreeing_route_but_not_disagreeing() -> None:
     text = "Duda sobre la caja chica."
     assert classify("Consulta", text, ORGANOS).organo is None  # the rules alone are not confident
@@ -226,7 +234,7 @@ def test_held_out_third_never_goes_to_a_wrong_organo_more_than_measured() -> Non
 
 
 MEASURED_RIGHT = 0.85
-MEASURED_WRONG = 4
+MEASURED_WRONG = 2
 
 
 @pytest.mark.slow
