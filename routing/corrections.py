@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from datetime import datetime
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -28,8 +29,12 @@ from sqlalchemy.orm import Session
 from consultas import events
 from consultas.models import ClassifierExample, ClassifierModel, Consulta
 from routing.classify import ADMINISTRATIVA, OrganoTopics
-from routing.learning import CORRECTION_WEIGHT, Example, Model, builtin_examples, train_model
 from routing.red_registry import organo_topics
+
+if TYPE_CHECKING:
+    # NumPy (and scikit-learn for training) load on first use: an intake with no Red registry
+    # never classifies, and stays ~12 MB smaller without them.
+    from routing.learning import Example, Model
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +93,8 @@ def record_correction(
 
 def correction_examples(session: Session, organos: tuple[OrganoTopics, ...]) -> list[Example]:
     """The stored corrections as training examples (those naming a no longer active órgano left out)."""
+    from routing.learning import CORRECTION_WEIGHT, Example
+
     valid = {organo.code for organo in organos}
     rows = session.execute(
         select(ClassifierExample.subject, ClassifierExample.text, ClassifierExample.organo_code).order_by(
@@ -106,6 +113,8 @@ def retrain(session: Session, *, now: datetime) -> ClassifierModel:
 
     Raises ``ValueError`` when the Red registry is empty (nothing to route to). Flushes only.
     """
+    from routing.learning import builtin_examples, train_model
+
     organos = organo_topics(session)
     if not organos:
         raise ValueError("el registro de la Red está vacío: cárguelo con `consultas red import`")
@@ -161,6 +170,8 @@ def current_model(session: Session, organos: tuple[OrganoTopics, ...]) -> Model:
         if newest is None:
             model = _builtin(organos)
         else:
+            from routing.learning import Model
+
             content = session.scalar(select(ClassifierModel.content).where(ClassifierModel.id == newest))
             model = Model.from_bytes(content or b"")
     _remember(session, newest, model)
@@ -169,4 +180,6 @@ def current_model(session: Session, organos: tuple[OrganoTopics, ...]) -> Model:
 
 @lru_cache(maxsize=8)
 def _builtin(organos: tuple[OrganoTopics, ...]) -> Model:
+    from routing.learning import builtin_examples, train_model
+
     return train_model(builtin_examples(organos), info={"builtin": True})
