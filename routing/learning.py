@@ -24,7 +24,6 @@ import io
 import itertools
 import json
 import math
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -50,6 +49,8 @@ from routing.classify import (
 SVM_C = 0.5
 #: Length of the character n-grams taken from each word.
 CHAR_N = 4
+#: Words whose feature indices a model remembers (a dict, cleared when full).
+WORD_CACHE_SIZE = 50_000
 #: A subject feature counts this many times a body feature.
 SUBJECT_REPEAT = 2
 #: Weight of a correction (triage, re-route, ``#derivar``) against a written example: the service
@@ -116,15 +117,27 @@ class Model:
         self.coef_t = np.ascontiguousarray(coef.T, dtype=np.float64)
         self.intercept = intercept
         self.info = info or {}
+        self._indices: dict[str, tuple[int, ...]] = {}
 
     def scores(self, subject: str, text: str) -> npt.NDArray[np.float64]:
-        """The decision score of every class (``self.classes`` order)."""
+        """The decision score of every class (``self.classes`` order).
+
+        Counts the features of ``features(subject, text)`` without listing them: a word's known
+        features are looked up once per process (``_word_indices``), pairs of stems each time.
+        """
         vocabulary = self.vocabulary
         counts: dict[int, int] = {}
-        for feature, count in Counter(features(subject, text)).items():
-            index = vocabulary.get(feature)
-            if index is not None:
-                counts[index] = count
+        for repeat, part in ((SUBJECT_REPEAT, subject), (1, text)):
+            if not part:
+                continue
+            words = [word for word in normalize(part).split() if word not in _STOPWORDS]
+            for word in words:
+                for index in self._word_indices(word):
+                    counts[index] = counts.get(index, 0) + repeat
+            for a, b in itertools.pairwise([stem(word) for word in words]):
+                pair = vocabulary.get("b:" + a + " " + b)
+                if pair is not None:
+                    counts[pair] = counts.get(pair, 0) + repeat
         if not counts:
             return self.intercept.copy()
         indices = np.fromiter(counts.keys(), dtype=np.intp, count=len(counts))
@@ -133,6 +146,17 @@ class Model:
         weights /= math.sqrt(float(weights @ weights))
         result: npt.NDArray[np.float64] = weights @ self.coef_t[indices] + self.intercept
         return result
+
+    def _word_indices(self, word: str) -> tuple[int, ...]:
+        known = self._indices.get(word)
+        if known is None:
+            if len(self._indices) >= WORD_CACHE_SIZE:
+                self._indices.clear()
+            vocabulary = self.vocabulary
+            known = self._indices[word] = tuple(
+                vocabulary[feature] for feature in _word_features(word) if feature in vocabulary
+            )
+        return known
 
     def predict(self, subject: str, text: str) -> Prediction:
         """The best class and its margin over the runner-up."""

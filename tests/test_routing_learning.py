@@ -276,3 +276,25 @@ def test_the_scheduler_retrains_the_classifier_every_night() -> None:
     times = fire_times("classifier_retrain", start, datetime(2025, 3, 17, 12, 0, tzinfo=UTC))
 
     assert times == ["Sat 02:30", "Sun 02:30", "Mon 02:30"]
+
+
+def test_the_fast_scores_are_the_tf_idf_of_the_listed_features() -> None:
+    import math
+    from collections import Counter
+
+    import numpy as np
+
+    from routing.learning import features
+
+    model = train_model(builtin_examples(ORGANOS))
+    for row in packaged_rows(LABELLED_SET):
+        counts = {
+            model.vocabulary[feature]: count
+            for feature, count in Counter(features(row["subject"], row["text"])).items()
+            if feature in model.vocabulary
+        }
+        indices = np.array(list(counts))
+        weights = np.array([1 + math.log(count) for count in counts.values()]) * model.idf[indices]
+        expected = weights / np.linalg.norm(weights) @ model.coef_t[indices] + model.intercept
+
+        assert np.allclose(model.scores(row["subject"], row["text"]), expected)
