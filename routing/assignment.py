@@ -72,7 +72,7 @@ def assign_new_consulta(
     """Classify ``consulta``, mark it assigned and queue the routed mail. Flushes, never commits."""
     topics = organo_topics(session)
     if topics:
-        model = None if tema else current_model(session, topics)
+        model = None if tema else current_model(session)
         result = classify(consulta.subject or "", text, topics, tema=tema, model=model)
     else:
         result = Classification("administrativa", None, "registro de la Red vacío: OGDAU clasifica")

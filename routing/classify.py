@@ -285,7 +285,7 @@ def normalize(text: str) -> str:
     return " ".join(_TOKEN.findall(without_accents))
 
 
-@lru_cache(maxsize=16384)
+@lru_cache(maxsize=8192)
 def stem(word: str) -> str:
     """Stem a normalised Spanish word lightly: drop plurals, keep at most 6 letters."""
     if word.isdigit() or len(word) <= 3:

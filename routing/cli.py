@@ -227,7 +227,7 @@ def _topics_and_model_from_db(url: str) -> Any:
     try:
         with sessions() as session:
             topics = organo_topics(session)
-            return topics, current_model(session, topics) if topics else None
+            return topics, current_model(session) if topics else None
     finally:
         engine.dispose()
 

@@ -8,9 +8,9 @@ with). The model's maths is ``routing.learning``; the decision is ``routing.clas
 The model lives in the database (``classifier_model``, newest row in force), so every intake
 process and machine uses the same one. Each process loads it once and checks for a newer row at
 most every ``MODEL_REFRESH_S`` seconds (one indexed query), never per mail. Without any stored
-model (a new installation before its first retrain), the process trains one from the registry's
-topics and the packaged labelled sets the first time it needs it (~1 s, mostly importing
-scikit-learn), and keeps it.
+model (a registry loaded some other way than ``consultas red import``, before the first nightly
+retrain), the rules alone classify and the log says so: an intake process never trains (importing
+scikit-learn would cost it ~80 MB).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections import Counter
 from datetime import datetime
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from consultas import events
@@ -140,21 +140,28 @@ def retrain(session: Session, *, now: datetime) -> ClassifierModel:
 # --- the model in force, per process ---------------------------------------------------------------
 
 _lock = threading.Lock()
-#: Per database: (monotonic time of the last check, stored model id or None, the model).
-_models: dict[str, tuple[float, int | None, Model]] = {}
+#: Per engine (one per process and database): (monotonic time of the last check, stored model id
+#: or None, the model or None). Weak: a disposed engine's entry goes with it.
+_models: weakref.WeakKeyDictionary[Engine, tuple[float, int | None, Model | None]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def _database_key(session: Session) -> str:
-    return session.get_bind().engine.url.render_as_string(hide_password=True)
+def _database_key(session: Session) -> Engine:
+    return session.get_bind().engine
 
 
-def _remember(session: Session, model_id: int | None, model: Model) -> None:
+def _remember(session: Session, model_id: int | None, model: Model | None) -> None:
     with _lock:
         _models[_database_key(session)] = (time.monotonic(), model_id, model)
 
 
-def current_model(session: Session, organos: tuple[OrganoTopics, ...]) -> Model:
-    """The model to classify with: the newest stored one, else one trained from the built-in data."""
+def current_model(session: Session) -> Model | None:
+    """The newest stored model, or None (the rules alone) when none was ever trained.
+
+    Never trains: scikit-learn costs a process ~80 MB, so only ``consultas classify --retrain``
+    (also run by ``red import`` and the nightly job, each its own process) imports it.
+    """
     key = _database_key(session)
     with _lock:
         cached = _models.get(key)
@@ -163,12 +170,14 @@ def current_model(session: Session, organos: tuple[OrganoTopics, ...]) -> Model:
     # No autoflush: the intake's batch writes its rows at the batch's end, not for this look-up.
     with session.no_autoflush:
         newest = session.scalar(select(func.max(ClassifierModel.id)))
-        unchanged = cached is not None and cached[1] == newest
-        if cached is not None and unchanged and (newest is not None or cached[2] is _builtin(organos)):
+        if cached is not None and cached[1] == newest:
             _remember(session, newest, cached[2])
             return cached[2]
+        model: Model | None = None
         if newest is None:
-            model = _builtin(organos)
+            logger.warning(
+                "no classifier model stored: the rules alone classify (run `consultas classify --retrain`)"
+            )
         else:
             from routing.learning import Model
 
@@ -176,10 +185,3 @@ def current_model(session: Session, organos: tuple[OrganoTopics, ...]) -> Model:
             model = Model.from_bytes(content or b"")
     _remember(session, newest, model)
     return model
-
-
-@lru_cache(maxsize=8)
-def _builtin(organos: tuple[OrganoTopics, ...]) -> Model:
-    from routing.learning import builtin_examples, train_model
-
-    return train_model(builtin_examples(organos), info={"builtin": True})

@@ -50,7 +50,7 @@ SVM_C = 0.5
 #: Length of the character n-grams taken from each word.
 CHAR_N = 4
 #: Words whose feature indices a model remembers (a dict, cleared when full).
-WORD_CACHE_SIZE = 50_000
+WORD_CACHE_SIZE = 8192
 #: A subject feature counts this many times a body feature.
 SUBJECT_REPEAT = 2
 #: Weight of a correction (triage, re-route, ``#derivar``) against a written example: the service
@@ -88,7 +88,7 @@ def features(subject: str, text: str) -> list[str]:
     return out
 
 
-@lru_cache(maxsize=32768)
+@lru_cache(maxsize=8192)
 def _word_features(word: str) -> tuple[str, ...]:
     """A word's stem and character n-grams (cached: a mail's words are mostly the language's common ones)."""
     if len(word) <= CHAR_N or word.isdigit():

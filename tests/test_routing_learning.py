@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from consultas.models import ClassifierExample, ClassifierModel, Consulta
+from consultas.models import ClassifierExample, ClassifierModel
 from routing.assignment import assign_new_consulta
-from routing.classify import ADMINISTRATIVA, OrganoTopics, Prediction, classify
+from routing.classify import ADMINISTRATIVA, Prediction, classify
 from routing.corrections import (
     SOURCE_ADMINISTRATIVA,
     SOURCE_DERIVAR,
@@ -209,14 +209,22 @@ def test_a_second_correction_of_a_consulta_replaces_its_label(sessions: sessionm
         assert [(r.organo_code, r.actor) for r in rows] == [(None, "b@mef.gob.pe")]
 
 
-def test_without_a_stored_model_the_service_uses_one_trained_from_the_builtin_data(
-    sessions: sessionmaker[Session],
+def test_without_a_stored_model_the_rules_alone_classify_and_the_log_says_how_to_train(
+    sessions: sessionmaker[Session], caplog: pytest.LogCaptureFixture
 ) -> None:
-    with sessions() as session:
+    with sessions.begin() as session:
         load_example_red(session)
-        model = current_model(session, tuple(OrganoTopics(o.code, o.name, o.topics) for o in ORGANOS))
+        assert current_model(session) is None
+        assert "consultas classify --retrain" in caplog.text
+        consulta = make_consulta(session, subject=REGANTES[0], question=REGANTES[1])
+        assign_new_consulta(session, consulta, config=CONFIG, now=NOW, text=REGANTES[1])
+        assert consulta.organo_code is None
+        assert "modelo" not in (consulta.classification_reason or "")
+
+        retrain(session, now=NOW)
+        model = current_model(session)
+        assert model is not None
         assert set(model.classes) == {o.code for o in ORGANOS} | {ADMINISTRATIVA}
-        assert session.scalar(select(Consulta.id)) is None
 
 
 def test_held_out_third_never_goes_to_a_wrong_organo_more_than_measured() -> None:
@@ -298,3 +306,26 @@ def test_the_fast_scores_are_the_tf_idf_of_the_listed_features() -> None:
         expected = weights / np.linalg.norm(weights) @ model.coef_t[indices] + model.intercept
 
         assert np.allclose(model.scores(row["subject"], row["text"]), expected)
+
+
+@pytest.mark.slow
+def test_the_nightly_actor_retrains_in_a_child_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from workers.classifier import retrain_classifier
+
+    env = {"PATH": "/usr/bin:/bin", "CONSULTAS_VAR_DIR": str(tmp_path / "var"), "PYTHONPATH": str(ROOT)}
+    for args in (("db", "upgrade"), ("red", "import", str(ROOT / "docs" / "red.example.yaml"))):
+        done = subprocess.run(
+            [sys.executable, "-m", "consultas.cli", *args], env=env, capture_output=True, check=False
+        )
+        assert done.returncode == 0, done.stderr
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    retrain_classifier.fn()
+
+    with sqlite3.connect(tmp_path / "var" / "consultas.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM classifier_model").fetchone() == (2,)
