@@ -22,9 +22,11 @@ from email.errors import HeaderParseError
 from email.header import decode_header
 from email.message import Message
 from email.policy import compat32
+from functools import lru_cache
 from types import MappingProxyType
 
 import html2text
+import webencodings
 
 from consultas.errors import MalformedMailError
 
@@ -36,10 +38,9 @@ _WS_RE = re.compile(r"\s+")
 _TABLE_RULE_RE = re.compile(r"^[\s|:-]*-{3,}[\s|:-]*$")
 _BLANK_LINES_RE = re.compile(r"\n{3,}")
 
-#: Charsets whose label is routinely wrong in practice: mail clients (old Outlook, webmails) label
-#: windows-1252 text as iso-8859-1 or us-ascii. WHATWG's Encoding Standard maps these labels to
-#: windows-1252 for the same reason; it is a superset for every printable latin-1 character.
-_CP1252_ALIASES = frozenset({"iso8859-1", "ascii", "latin-1"})
+#: WHATWG names whose decoder is a superset codec in Python: the Encoding Standard decodes "gbk"
+#: (and so "gb2312", "chinese", "x-gbk"...) with the gb18030 decoder.
+_WHATWG_DECODERS = {"gbk": "gb18030"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,17 +93,7 @@ class ParsedMail:
 
 def decode_bytes(payload: bytes, charset: str | None) -> str:
     """Decode a body or header fragment, never raising on a wrong or unknown charset label."""
-    label = (charset or "").strip().strip('"').lower()
-    codec: str | None = None
-    if label:
-        try:
-            codec = codecs.lookup(label).name
-        except (LookupError, ValueError):
-            # Unknown labels seen in the wild ("utf8x", "unknown-8bit", "x-user-defined"): fall
-            # through to the utf-8 / windows-1252 guess below (Zulip does the same).
-            codec = None
-    if codec in _CP1252_ALIASES:
-        codec = "cp1252"
+    codec = _codec_for_label(charset) if charset else None
     if codec is not None:
         try:
             return payload.decode(codec)
@@ -116,6 +107,31 @@ def decode_bytes(payload: bytes, charset: str | None) -> str:
     except UnicodeDecodeError:
         # Last resort: windows-1252 decodes every byte; the 5 undefined ones become U+FFFD.
         return payload.decode("cp1252", errors="replace")
+
+
+@lru_cache(maxsize=256)
+def _codec_for_label(charset: str) -> str | None:
+    """The Python codec for a charset label, read as the WHATWG Encoding Standard reads labels.
+
+    Mail clients and browsers decode by that standard (``webencodings`` implements its label
+    table): "iso-8859-1", "latin1" and "us-ascii" mean windows-1252, "gb2312" means GBK (decoded
+    as gb18030), "ks_c_5601-1987" means windows-949, "tis-620" windows-874. Labels the standard
+    does not know, or maps to its "replacement" encoding (iso-2022-kr, hz-gb-2312, which HTML
+    refuses for security but real mail uses), go to Python's codec of that name; unknown labels
+    ("utf8x", "unknown-8bit") give None: the caller guesses utf-8, then windows-1252.
+    """
+    label = charset.strip().strip('"').strip()
+    if not label:
+        return None
+    encoding = webencodings.lookup(label)
+    if encoding is not None and encoding.name not in ("replacement", "x-user-defined"):
+        name: str = encoding.name
+        return _WHATWG_DECODERS.get(name, str(encoding.codec_info.name))
+    try:
+        return codecs.lookup(label).name
+    except (LookupError, ValueError):
+        # Unknown labels seen in the wild ("utf8x", "unknown-8bit"): guessed by the caller.
+        return None
 
 
 def _raw_header_str(value: str) -> str:
@@ -162,8 +178,39 @@ def normalize_message_id(value: str | None) -> str | None:
 
 
 def _addresses(values: list[str]) -> list[str]:
-    pairs = email.utils.getaddresses([_raw_header_str(v) for v in values])
+    pairs = email.utils.getaddresses([_decoded_address_header(v) for v in values])
     return [addr.strip().lower() for _name, addr in pairs if "@" in addr]
+
+
+#: A quoted-string, or a run of RFC 2047 encoded-words (whitespace between them is not text).
+_ADDRESS_TOKEN_RE = re.compile(
+    r'"(?:[^"\\]|\\.)*"|=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=(?:\s+=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=)*'
+)
+
+
+def _decoded_address_header(value: str) -> str:
+    """An address header with its encoded-words decoded into quoted-strings, ready to parse.
+
+    Decode first, then parse: Outlook writes "Apellido, Nombre" names as one encoded-word holding
+    the comma (``=?iso-8859-1?Q?Pe=F1a_Flores,=20Mar=EDa?= <x@y>``); parsed before decoding, that
+    comma splits the header into two "addresses". Each decoded phrase is quoted, so its commas,
+    dots and brackets stay in the display name.
+    """
+    value = _raw_header_str(value)
+    if "=?" not in value:
+        return value
+    return _ADDRESS_TOKEN_RE.sub(_quoted_decoded, value)
+
+
+def _quoted_decoded(match: re.Match[str]) -> str:
+    token = match.group(0)
+    if token.startswith('"'):
+        if "=?" not in token:
+            return token
+        # Encoded-words inside quotes (not allowed, but written by some clients): decode them too.
+        token = token[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    decoded = decode_header_value(token)
+    return '"' + decoded.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _header_map(msg: Message) -> dict[str, str]:
@@ -313,6 +360,29 @@ def _derived_message_id(raw_sha256: str) -> str:
     return f"<sha256-{raw_sha256}@consultas.invalid>"
 
 
+#: Headers one of which a real header block below a banner line has.
+_BANNER_KEY_HEADERS = frozenset({"from", "date", "subject", "message-id", "received", "to"})
+_HEADER_FIELD_RE = re.compile(rb"^[!-9;-~]+:")
+
+
+def _after_banner(raw: bytes) -> tuple[Message, dict[str, str]]:
+    """The mail below one leading non-header line ("---- Original email message ----").
+
+    Some gateways and archivers save a mail with a banner line before its headers; the parser
+    then reads the whole mail as body. When the next line starts a header block with at least
+    two fields, one of them a mail's own (From, Date, Subject...), the banner is skipped; else
+    the bytes are not a mail.
+    """
+    _banner, _, rest = raw.partition(b"\n")
+    rest = rest.lstrip(b"\r\n\t ")
+    if _HEADER_FIELD_RE.match(rest):
+        msg = email.message_from_bytes(rest, policy=compat32)
+        headers = _header_map(msg)
+        if len(headers) >= 2 and _BANNER_KEY_HEADERS & headers.keys():
+            return msg, headers
+    raise MalformedMailError("the mail has no headers")
+
+
 def parse_mail(raw: bytes, *, max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT_BYTES) -> ParsedMail:
     """Parse a mail's bytes; raise `MalformedMailError` only when they are not a mail at all."""
     raw_sha256 = hashlib.sha256(raw).hexdigest()
@@ -323,7 +393,7 @@ def parse_mail(raw: bytes, *, max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT
     msg = email.message_from_bytes(stripped, policy=compat32)
     headers = _header_map(msg)
     if not headers:
-        raise MalformedMailError("the mail has no headers")
+        msg, headers = _after_banner(stripped)
 
     walk = _Walk(max_attachment_bytes)
     walk.visit(msg)
@@ -336,9 +406,9 @@ def parse_mail(raw: bytes, *, max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT
     sender_name = ""
     sender = ""
     if from_values:
-        name, addr = email.utils.parseaddr(_raw_header_str(str(from_values[0])))
+        name, addr = email.utils.parseaddr(_decoded_address_header(str(from_values[0])))
         sender = addr.strip().lower()
-        sender_name = decode_header_value(name).strip("\"' ")
+        sender_name = _WS_RE.sub(" ", name).strip("\"' ")
     if not sender and not text.strip() and not html and not walk.attachments:
         raise MalformedMailError("the mail has no sender and no body")
 

@@ -420,3 +420,36 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     holder: Mapped[str] = mapped_column(String(200))
     expires_at: Mapped[datetime]
+
+
+class ClassifierExample(Base):
+    """A labelled consulta the classifier learns from: a person's correction of a routing.
+
+    ``organo_code`` None means administrativa (OGDAU). One row per consulta: a later correction of
+    the same consulta replaces the label (the last person to route it knew most).
+    """
+
+    __tablename__ = "classifier_example"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    consulta_id: Mapped[int | None] = mapped_column(ForeignKey("consulta.id"), unique=True)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    text: Mapped[str] = mapped_column(Text, default="")
+    organo_code: Mapped[str | None] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ClassifierModel(Base):
+    """A trained classifier (``routing.learning.Model.to_bytes``); the newest row is in force."""
+
+    __tablename__ = "classifier_model"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    trained_at: Mapped[datetime]
+    examples: Mapped[int] = mapped_column(Integer)
+    corrections: Mapped[int] = mapped_column(Integer)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    content: Mapped[bytes] = deferred(mapped_column(LargeBinary, nullable=False))

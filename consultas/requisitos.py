@@ -7,9 +7,11 @@ reply. The single-field validators live in `consultas.validators`; regexes here 
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
+from functools import lru_cache
 from typing import Final
 
 from consultas.validators import (
@@ -19,6 +21,7 @@ from consultas.validators import (
     validate_full_name,
     validate_ruc,
 )
+from consultas.reply_parsing import split_reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,9 @@ class Extraction:
     requisitos: Requisitos
     missing: tuple[str, ...] = ()
     invalid: tuple[str, ...] = ()
+    #: The mail forwards someone else's consulta (an office's "RV:", "Trasladamos la consulta de
+    #: ..."): its sender is not the citizen.
+    forwarded: bool = False
 
     @property
     def complete(self) -> bool:
@@ -68,6 +74,44 @@ _PROSE_NAME_RES = (
         ("soy",),
     ),
 )
+
+#: An office forwarding a citizen's consulta: "la consulta de la administrada X, identificada con
+#: DNI ...", "del ciudadano X, con DNI ...", "el señor X, quien solicita ...". Its keyword is found in
+#: the lower-cased text (a case-insensitive search of five words costs ~100 us a mail), the name
+#: after it in the text itself.
+_OFFICE_KEYWORD_RE = re.compile(r"(?:administrad|ciudadan|usuari|recurrente|solicitante|se[ñn]or)[oa]?s?\b")
+_OFFICE_NAME_RE = re.compile(
+    rf"\.?\s+({_NAME})(?=\s*,?\s*(?i:identificad|con\s+(?:el\s+)?(?:DNI|D\.N\.I|documento|carn|pasaporte)"
+    r"|quien\s|portador))"
+)
+_OFFICE_WORDS = ("identificad", "quien", "portador", "con dni", "con el dni", "con documento", "con carn")
+#: The keywords as they stand before a name (with the space: "Señores" opens most mails).
+_OFFICE_KEYWORDS = (
+    "administrado ", "administrada ", "ciudadano ", "ciudadana ", "usuario ", "usuaria ",
+    "señor ", "señora ", "senor ", "senora ", "recurrente ", "solicitante ",
+)  # fmt: skip
+#: A name that opens the text, before its document: "Rosa Quispe Mamani, DNI 41234567, ...".
+_OPENING_NAME_RE = re.compile(
+    rf"[ \t]*({_NAME})\s*[,;]\s*(?=(?i:(?:con\s+|identificad[oa]\s+con\s+)?(?:el\s+)?"
+    r"(?:D\.?\s?N\.?\s?I\b|documento|carn[eé]|pasaporte|C\.E\.)))"
+)
+#: How many lines after the greeting may hold the opening name.
+_OPENING_LINES = 2
+
+
+def _office_named(text: str, folded: str) -> tuple[int, str] | None:
+    """(position, name) of the citizen an office names ("la administrada X, identificada con ...")."""
+    if not (_may_match(folded, _OFFICE_KEYWORDS) and _may_match(folded, _OFFICE_WORDS)):
+        return None
+    lowered = text.lower()
+    if len(lowered) != len(text):
+        return None  # "İ" lower-cases to two characters: positions would not match (rare)
+    for keyword in _OFFICE_KEYWORD_RE.finditer(lowered):
+        found = _OFFICE_NAME_RE.match(text, keyword.end())
+        if found:
+            return keyword.start(), found.group(1)
+    return None
+
 
 #: "N°", "Nº", "N.°", "Nro.", "número", "No." between a label and its number.
 _NUMBER_INTRO = (
@@ -135,16 +179,25 @@ _PHONE_KEYWORD_RE = re.compile(
 _PHONE_PIECE_RE = re.compile(r"\+?\d[\d\-.]{5,}\d")
 _MOBILE_RE = re.compile(r"(?<![\d+])(?:\+?51[ \t\-]?)?9\d{2}[ \t\-]?\d{3}[ \t\-]?\d{3}(?!\d)")
 
-_REPLY_MARKER_RE = re.compile(
-    r"^(?:>|El\s.{5,200}\sescribi[oó]:\s*$|On\s.{5,200}\swrote:\s*$"
-    r"|-{2,}\s*(?:Mensaje original|Original Message)\s*-{2,}|De:\s|From:\s)",
-    re.IGNORECASE | re.MULTILINE,
-)
 _FORWARD_SUBJECT_RE = re.compile(r"^\s*(?:rv|fw|fwd|reenv(?:iado|io)?)\s*:", re.IGNORECASE)
 _HEADER_LINE_RE = re.compile(
     r"^\s*(?:-{3,}.*(?:forwarded|reenviado|original).*|(?:de|from|enviado(?:\s+el)?|sent|para|to|cc"
     r"|asunto|subject|fecha|date)\s*:.*)$",
     re.IGNORECASE,
+)
+#: An office writing to pass on a citizen's consulta ("Trasladamos la consulta de la administrada").
+_FORWARD_PROSE_RE = re.compile(
+    r"\b(?:(?:se\s+)?(?:traslad|remit|deriv|reenv[ií])(?:amos|imos|o|a|e)|hacemos\s+llegar|hago\s+llegar)"
+    r"\s+(?:a\s+(?:su|ustedes)\s+(?:\w+\s+)?)?(?:la|el|su)\s+(?:consulta|pedido|solicitud|correo|requerimiento)"
+    r"\s+(?:\w+\s+){0,3}?(?:de|del)\s",
+    re.IGNORECASE,
+)
+_PASS_ON_WORDS = ("traslad", "remit", "deriv", "reenv", "llegar")
+#: The quoted From line of a forwarded mail ("De: Rosa Quispe <rosa@...>", "From: ...").
+_FORWARDED_FROM_RE = re.compile(
+    r"^[ \t>]*\*?(?:De|From|Von)\s*:\*?[ \t]*(?P<name>[^<\n]*?)[ \t]*[<\[](?:mailto:)?"
+    r"(?P<address>[^\s<>@\[\]]+@[^\s<>\[\]]+)[>\]]",
+    re.IGNORECASE | re.MULTILINE,
 )
 _GREETING_RE = re.compile(
     r"^(?:señor|señora|sres?\b|srta|estimad|buen[oa]s|de\s+mi\s+(?:mayor\s+)?consideraci|a\s+quien"
@@ -154,7 +207,9 @@ _GREETING_RE = re.compile(
 _CLOSING_RE = re.compile(
     r"^(?:atentamente|saludos|cordialmente|muchas\s+gracias|gracias|quedo\s+(?:atent|a\s+la\s+espera)"
     r"|agradezco|agradecer[ée]\s+(?:de\s+antemano|su\s+atenci)|un\s+(?:cordial\s+)?saludo|slds|--\s*$"
-    r"|enviado\s+desde|sent\s+from|get\s+outlook|obtener\s+outlook)",
+    r"|enviado\s+desde|sent\s+from|get\s+outlook|obtener\s+outlook"
+    r"|(?:best|kind|warm)\s+regards|regards|sincerely|thanks|thank\s+you"
+    r"|mit\s+freundlichen\s+gr(?:ü|ue)(?:ß|ss)en|viele\s+gr(?:ü|ue)(?:ß|ss)e|s\s+pozdravem)",
     re.IGNORECASE,
 )
 _REQUISITO_LINE_RE = re.compile(
@@ -173,7 +228,13 @@ _TRAILING_LABEL_RE = re.compile(
     r"|carn[eé]t?|pasaporte)\b[^.?!]*$",
     re.IGNORECASE,
 )
-_CONTENT_WORD_RE = re.compile(r"[A-Za-zÁÉÍÓÚÑÜáéíóúñü]{3,}")
+#: A content word: three letters of Latin (ä, ß, č...), Greek, Cyrillic, Hebrew or Arabic; CJK, kana
+#: and hangul, written without spaces, count one word per two characters. Ranges, not ``[^\W\d_]``:
+#: that class is seven times slower to scan.
+_CONTENT_WORD_RE = re.compile(
+    r"[A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u0370-\u03ff\u0400-\u052f\u0590-\u06ff]{3,}"
+    r"|[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]{2}"
+)
 
 
 # --- extraction ---------------------------------------------------------------------------------
@@ -195,14 +256,56 @@ class _Found:
 
 
 def _split_fresh(text: str, subject: str) -> tuple[str, str]:
-    """Split a reply into what the citizen wrote now and the quoted history; forwards stay whole."""
+    """Split a reply into what the citizen wrote now and the quoted history; forwards stay whole.
+
+    The quote stripping is the one of Red replies (``consultas.reply_parsing.split_reply``): top-
+    and bottom-posted answers alike.
+    """
     if _FORWARD_SUBJECT_RE.match(subject):
         # A forward carries the consulta itself in the "quoted" part.
         return text, ""
-    marker = _REPLY_MARKER_RE.search(text)
-    if marker is None:
-        return text, ""
-    return text[: marker.start()], text[marker.start() :]
+    split = split_reply(text)
+    return split.fresh, split.quoted
+
+
+def _passed_on(text: str) -> bool:
+    """Whether the text is an office passing on someone's consulta ("Trasladamos la consulta de")."""
+    folded = _casefold(text)
+    if "consulta" not in folded or not any(word in folded for word in _PASS_ON_WORDS):
+        return False
+    return _FORWARD_PROSE_RE.search(text) is not None
+
+
+def _forwarded_sender(text: str, own: str) -> tuple[str, str] | None:
+    """(display name, address) of the first quoted From line not from ``own``, the forwarder."""
+    for match in _FORWARDED_FROM_RE.finditer(text):
+        address = match.group("address").strip().rstrip(".").lower()
+        if address != own.lower():
+            return " ".join(match.group("name").split()).strip("\"' "), address
+    return None
+
+
+def _forwarded_body(text: str) -> str | None:
+    """The text of the forwarded mail: what follows the header block of its quoted From line."""
+    match = _FORWARDED_FROM_RE.search(text)
+    if match is None:
+        return None
+    blank = re.compile(r"\n[ \t>]*\n").search(text, match.end())
+    return text[blank.end() :] if blank else None
+
+
+def _display_name(name: str) -> str:
+    """A From display name as a full name: Outlook's "Apellidos, Nombres" turned around."""
+    surname, comma, given = name.partition(",")
+    if comma and given.strip() and "," not in given and surname.strip():
+        return f"{given.strip()} {surname.strip()}"
+    return name
+
+
+@lru_cache(maxsize=4)
+def _casefold(text: str) -> str:
+    """``text.casefold()``, computed once for the several look-ups of one mail's text."""
+    return text.casefold()
 
 
 def _may_match(folded: str, words: tuple[str, ...]) -> bool:
@@ -221,15 +324,34 @@ def _first_name(text: str) -> str | None:
         value = " ".join(label.group("value").split()).strip(" ,.;")
         if value and any(ch.isalpha() for ch in value):
             return value
-    best: tuple[int, str] | None = None
-    folded = text.casefold()
+    folded = _casefold(text)
+    best = _office_named(text, folded)
     for pattern, words in _PROSE_NAME_RES:
         if not _may_match(folded, words):
             continue
         prose = pattern.search(text)
         if prose and (best is None or prose.start() < best[0]):
             best = (prose.start(), prose.group(1))
+    if best is None:
+        # Last: "Soy X, DNI ..." also opens a line, and "Soy" is no name.
+        best = _opening_name(text)
     return best[1] if best else None
+
+
+def _opening_name(text: str) -> tuple[int, str] | None:
+    """(position, name) when one of the first lines after the greeting opens with "Name, DNI ..."."""
+    position, tried = 0, 0
+    for line in text.split("\n", 12):
+        stripped = line.strip()
+        if stripped and not (len(stripped) <= 60 and _GREETING_RE.match(stripped)):
+            found = _OPENING_NAME_RE.match(line)
+            if found:
+                return position, found.group(1)
+            tried += 1
+            if tried == _OPENING_LINES:
+                return None
+        position += len(line) + 1
+    return None
 
 
 def _signature_name(text: str) -> str | None:
@@ -256,7 +378,7 @@ def _document(text: str) -> tuple[str, str] | None:
 
 def _entity(text: str) -> str | None:
     # Most specific first: a role followed by "con RUC", then an "Entidad:" line, then a bare role.
-    folded = text.casefold()
+    folded = _casefold(text)
     patterns: tuple[re.Pattern[str], ...]
     if not _may_match(folded, _ROLE_WORDS):  # neither role pattern can match
         patterns = (_ENTITY_LABEL_RE,)
@@ -310,16 +432,21 @@ def _phone(text: str, exclude: str | None) -> str | None:
     return None
 
 
+def _has_words(text: str, count: int = 3) -> bool:
+    """Whether ``text`` holds ``count`` content words (stops at the ``count``-th, lists none)."""
+    return len(list(itertools.islice(_CONTENT_WORD_RE.finditer(text), count))) == count
+
+
 def _without_requisitos(sentence: str, drop: tuple[str, ...]) -> str | None:
     """Return the part of a sentence that is not self-introduction or requisitos, or None."""
     spans = [(i, i + len(p)) for p in drop if p and (i := sentence.find(p)) >= 0]
     if spans:
         before = sentence[: min(start for start, _ in spans)]
         after = sentence[max(end for _, end in spans) :].lstrip(" ,;:.)-")
-        if len(_CONTENT_WORD_RE.findall(after)) >= 3:
+        if _has_words(after):
             # "Yo, X, con DNI 123, consulto si ...": the consulta follows the introduction.
             sentence = after[0].upper() + after[1:]
-        elif not _INTRO_SENTENCE_RE.search(before) and len(_CONTENT_WORD_RE.findall(before)) >= 3:
+        elif not _INTRO_SENTENCE_RE.search(before) and _has_words(before):
             # "... a donde debo reclamar? mi dni es 123": the requisito trails the consulta.
             sentence = _TRAILING_LABEL_RE.sub("", before).strip()
         else:
@@ -331,20 +458,24 @@ def _without_requisitos(sentence: str, drop: tuple[str, ...]) -> str | None:
 
 def _question(text: str, labelled: str | None, drop: tuple[str, ...]) -> str | None:
     """Return the body without greeting, signature, requisitos lines and self-introduction."""
-    if labelled and len(_CONTENT_WORD_RE.findall(labelled)) >= 3:
+    if labelled and _has_words(labelled):
         return " ".join(labelled.split())
     lines = [line.strip() for line in text.splitlines()]
     kept: list[str] = []
+    content = False  # a non-empty line is kept (tracked: testing ``kept`` per line is quadratic)
     for line in lines:
-        if kept and len(line) <= 60 and _CLOSING_RE.match(line) and any(k for k in kept):
+        if content and len(line) <= 60 and _CLOSING_RE.match(line):
             break
-        if not any(k for k in kept) and (not line or (len(line) <= 60 and _GREETING_RE.match(line))):
+        if not content and line and len(line) <= 30 and _CLOSING_RE.match(line):
+            break  # "Atentamente," right after the greeting: a signature, no question before it
+        if not content and (not line or (len(line) <= 60 and _GREETING_RE.match(line))):
             continue
         if len(line) <= 40 and line.endswith((":", ",")) and _GREETING_RE.match(line):
             continue  # "Estimados:" opening a forwarded mail
         if _HEADER_LINE_RE.match(line) or _REQUISITO_LINE_RE.match(line):
             continue
         kept.append(line)
+        content = content or bool(line)
     paragraphs: list[str] = []
     for block in "\n".join(kept).split("\n\n"):
         sentences = [
@@ -355,7 +486,7 @@ def _question(text: str, labelled: str | None, drop: tuple[str, ...]) -> str | N
         if sentences:
             paragraphs.append(" ".join(sentences))
     question = "\n\n".join(paragraphs).strip()
-    if len(_CONTENT_WORD_RE.findall(question)) < 3:
+    if not _has_words(question):
         return None  # empty, or only "Buenos días" / "Gracias": not a concrete consulta (5.3)
     return question
 
@@ -365,10 +496,22 @@ def _labelled_question(text: str) -> str | None:
     return found.group("value") if found else None
 
 
-def _find(text: str, *, sender: str, sender_name: str, subject: str) -> _Found:
+def _find(text: str, *, sender: str, sender_name: str, subject: str) -> tuple[_Found, bool]:
     fresh, quoted = _split_fresh(text, subject)
     sources = (fresh, quoted) if quoted else (fresh,)
     found = _Found()
+    passed_on = _passed_on(fresh)
+    inner = _forwarded_sender(text, sender) if passed_on or _FORWARD_SUBJECT_RE.match(subject) else None
+    forwarded = passed_on or inner is not None
+    if inner is not None:
+        # A forwarded mail: its quoted From is the citizen, not the office that forwards it, and
+        # the consulta is the forwarded text, not the office's cover note.
+        sender_name, sender = inner
+        fresh = _forwarded_body(fresh) or fresh
+    elif passed_on:
+        # "Trasladamos la consulta de ...": the name is in the text, never the office's From name;
+        # the office's address stays the contact when the text gives none.
+        sender_name = ""
 
     def first(getter: Callable[[str], str | None]) -> str | None:
         for source in sources:
@@ -379,7 +522,7 @@ def _find(text: str, *, sender: str, sender_name: str, subject: str) -> _Found:
 
     found.full_name = first(_first_name) or first(_signature_name)
     if not found.full_name and sender_name and "@" not in sender_name:
-        found.full_name = sender_name
+        found.full_name = _display_name(sender_name)
     for source in sources:
         document = _document(source)
         if document:
@@ -405,14 +548,15 @@ def _find(text: str, *, sender: str, sender_name: str, subject: str) -> _Found:
     )
     # Never from the quoted history: that is our own earlier mail (or theirs, already registered).
     found.question = _question(fresh, labelled_question, drop)
-    return found
+    return found, forwarded
 
 
 def extract_requisitos(text: str, *, sender: str, sender_name: str, subject: str) -> Extraction:
     """Find the requisitos in a mail body and validate them; never raises on odd text."""
-    found = _find(text, sender=sender, sender_name=sender_name, subject=subject)
+    found, forwarded = _find(text, sender=sender, sender_name=sender_name, subject=subject)
     raw = Requisitos(**{f.name: getattr(found, f.name) for f in fields(Requisitos)})
-    return check_requisitos(raw)
+    checked = check_requisitos(raw)
+    return replace(checked, forwarded=True) if forwarded else checked
 
 
 # --- validation of split fields --------------------------------------------------------------

@@ -103,9 +103,12 @@ def handle_citizen_mail(
             mail.text, sender=mail.sender, sender_name=mail.sender_name, subject=mail.subject
         )
         _apply_requisitos(consulta, extraction)
+        forwarder = _forwarder(consulta, extraction, mail)
         # Not flushed: on PostgreSQL a batch of new consultas is written at the batch's end.
         events.record(session, "received", now=now, consulta=consulta, message=message, channel="email")
-        kind = _admit_or_ask(session, consulta, extraction, mail, message, config=config, now=now)
+        kind = _admit_or_ask(
+            session, consulta, extraction, mail, message, config=config, now=now, cc=forwarder
+        )
     else:
         message.consulta_id = consulta.id
         session.flush()
@@ -173,6 +176,19 @@ def _new_consulta(session: Session, mail: ParsedMail, message: Message, *, now: 
     return consulta
 
 
+def _forwarder(consulta: Consulta, extraction: Extraction, mail: ParsedMail) -> tuple[str, ...]:
+    """For a consulta an office forwarded: make the citizen's address its own, return the office's.
+
+    The citizen's mails (and our replies) then go to and come from the citizen; the office that
+    forwarded it gets the confirmation in Cc.
+    """
+    citizen = consulta.email
+    if not extraction.forwarded or not citizen or not mail.sender or citizen == mail.sender:
+        return ()
+    set_columns(consulta, reply_address=citizen)
+    return (mail.sender,)
+
+
 def _admit_or_ask(
     session: Session,
     consulta: Consulta,
@@ -182,6 +198,7 @@ def _admit_or_ask(
     *,
     config: ServiceConfig,
     now: datetime,
+    cc: tuple[str, ...] = (),
 ) -> str:
     """Admit a complete consulta, or queue the subsanación mail; returns the outcome kind."""
     if extraction.complete:
@@ -192,6 +209,7 @@ def _admit_or_ask(
             now=now,
             in_reply_to=mail.message_id,
             references=[*mail.references, mail.message_id],
+            cc_extra=cc,
         )
         return "admitted"
     ask_subsanacion(session, consulta, extraction, mail, message, config=config, now=now)
@@ -291,10 +309,12 @@ def admit(
     in_reply_to: str | None = None,
     references: list[str] | tuple[str, ...] = (),
     tema: str | None = None,
+    cc_extra: tuple[str, ...] = (),
 ) -> Consulta:
     """Number ``consulta``, queue its confirmation mail and route it (5.1, 5.2, 5.6).
 
     ``presented_on`` comes from ``received_at`` (the arrival instant), never a mail's Date header.
+    ``cc_extra``: more addresses for the confirmation (the office that forwarded the consulta).
     """
     presented_on = config.calendar.presented_on(consulta.received_at)
     due_on = config.calendar.due_on(presented_on, config.due_working_days)
@@ -322,6 +342,7 @@ def admit(
     to = consulta.reply_address or consulta.email
     if to:
         cc = [consulta.email] if consulta.email and consulta.email != to else []
+        cc += [address for address in cc_extra if address not in (to, *cc)]
         fresh = is_new(consulta)  # a consulta created in this transaction has no confirmation yet
         enqueue_mail(
             session,

@@ -39,6 +39,7 @@ from consultas.models import (
 )
 from consultas.outbox import enqueue_mail
 from routing.classify import Classification, classify
+from routing.corrections import current_model
 from routing.red_registry import active_organo_names, current_members, organo_topics
 from routing.reply_address import make_reply_address
 
@@ -71,7 +72,8 @@ def assign_new_consulta(
     """Classify ``consulta``, mark it assigned and queue the routed mail. Flushes, never commits."""
     topics = organo_topics(session)
     if topics:
-        result = classify(consulta.subject or "", text, topics, tema=tema)
+        model = None if tema else current_model(session)
+        result = classify(consulta.subject or "", text, topics, tema=tema, model=model)
     else:
         result = Classification("administrativa", None, "registro de la Red vacío: OGDAU clasifica")
     # Only routing (assign_new_consulta, derivation) sets assigned_at: none yet means no routed mail yet.

@@ -43,13 +43,19 @@ def register(subparsers: Any) -> None:
 
     classify = subparsers.add_parser(
         "classify",
-        help="classify a mail as administrativa or técnica and print JSON",
+        help="classify a mail as administrativa or técnica and print JSON; --retrain rebuilds the model",
         description=(
             'Directive 5.2: print {"type", "organo", "reason"} for a mail. The organos come from '
-            "--red, else CONSULTAS_RED_FILE, else the registry in the database."
+            "--red, else CONSULTAS_RED_FILE, else the registry in the database; the model is the "
+            "database's newest (with --red: one trained from the file's topics and the labelled sets). "
+            "--retrain trains a new model on the registry's topics, the labelled sets and every "
+            "correction stored in the database, and stores it (the nightly job does the same)."
         ),
     )
-    classify.add_argument("mail", metavar="FILE.eml", help="the mail to classify, or - for stdin")
+    classify.add_argument("mail", metavar="FILE.eml", nargs="?", help="the mail to classify, or - for stdin")
+    classify.add_argument(
+        "--retrain", action="store_true", help="rebuild the classifier's model from the database and store it"
+    )
     classify.add_argument("--red", metavar="FILE.yaml", type=Path, help="use this registry file")
     classify.add_argument("--tema", help="the bot theme (organo code or ADMINISTRATIVA)")
     classify.set_defaults(handler=_classify)
@@ -63,6 +69,7 @@ def _print_problems(command: str, exc: RegistryError) -> None:
 def _red_import(args: argparse.Namespace) -> int:
     from consultas.db import open_database
     from consultas.settings import load_settings
+    from routing.corrections import retrain
     from routing.red_registry import apply_registry
     from routing.red_registry_file import parse_registry
 
@@ -83,12 +90,16 @@ def _red_import(args: argparse.Namespace) -> int:
             summary = apply_registry(
                 session, registry, source=str(args.file), content=content, now=datetime.now(UTC)
             )
+            # The registry's topics are part of what the classifier learns: retrain with them.
+            model = retrain(session, now=datetime.now(UTC)) if registry.organos else None
     finally:
         engine.dispose()
     count = len(registry.organos)
     print(f"registry imported from {args.file} ({count} organos, import #{summary.import_id})")
     for line in summary.lines():
         print(f"  {line}")
+    if model is not None:
+        print(f"classifier model #{model.id} retrained ({model.examples} examples)")
     return 0
 
 
@@ -162,8 +173,14 @@ def _classify(args: argparse.Namespace) -> int:
     from consultas.mime import parse_mail
     from consultas.settings import load_settings
     from routing.classify import OrganoTopics, classify
+    from routing.learning import builtin_examples, train_model
     from routing.red_registry_file import load_registry_file
 
+    if args.retrain:
+        return _retrain(settings_url=load_settings().resolved_database_url)
+    if args.mail is None:
+        print("consultas classify: error: give FILE.eml (or - for stdin), or --retrain", file=sys.stderr)
+        return 2
     raw = sys.stdin.buffer.read() if args.mail == "-" else _read_bytes(args.mail)
     if raw is None:
         return 1
@@ -176,18 +193,18 @@ def _classify(args: argparse.Namespace) -> int:
     red_file = args.red or settings.red_file
     topics: tuple[OrganoTopics, ...]
     try:
-        topics = (
-            load_registry_file(red_file).organo_topics()
-            if red_file
-            else _topics_from_db(settings.resolved_database_url)
-        )
+        if red_file:
+            topics = load_registry_file(red_file).organo_topics()
+            model = train_model(builtin_examples(topics)) if topics else None
+        else:
+            topics, model = _topics_and_model_from_db(settings.resolved_database_url)
     except RegistryError as exc:
         _print_problems("classify", exc)
         return 1
     if not topics:
         print("consultas classify: error: no Red registry (use --red FILE.yaml)", file=sys.stderr)
         return 1
-    result = classify(mail.subject, mail.text, topics, tema=args.tema)
+    result = classify(mail.subject, mail.text, topics, tema=args.tema, model=model)
     shown = {"type": result.type, "organo": result.organo, "reason": result.reason}
     print(json.dumps(shown, ensure_ascii=False))
     return 0
@@ -201,13 +218,34 @@ def _read_bytes(path: str) -> bytes | None:
         return None
 
 
-def _topics_from_db(url: str) -> Any:
+def _topics_and_model_from_db(url: str) -> Any:
     from consultas.db import open_database
+    from routing.corrections import current_model
     from routing.red_registry import organo_topics
 
     engine, sessions = open_database(url)
     try:
         with sessions() as session:
-            return organo_topics(session)
+            topics = organo_topics(session)
+            return topics, current_model(session) if topics else None
     finally:
         engine.dispose()
+
+
+def _retrain(settings_url: str) -> int:
+    from consultas.db import open_database
+    from routing.corrections import retrain
+
+    engine, sessions = open_database(settings_url)
+    try:
+        with sessions.begin() as session:
+            row = retrain(session, now=datetime.now(UTC))
+            labels = len(row.summary.get("labels", {}))
+            shown = (row.id, row.examples, row.corrections, labels)
+    except ValueError as exc:
+        print(f"consultas classify: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print("classifier model #{} trained on {} examples ({} corrections), {} labels".format(*shown))
+    return 0

@@ -48,10 +48,11 @@ from routing.assignment import (
     outgoing_attachments,
     tell_ogdau,
 )
+from routing.corrections import SOURCE_ADMINISTRATIVA, SOURCE_DERIVAR, record_correction
 from routing.derivation import derivar, return_to_ogdau
 from routing.red_registry import active_organos, is_any_red_member, is_red_member
 from routing.reply_address import find_reply_token, make_reply_address, redact_address
-from routing.reply_parsing import RedCommands, parse_red_commands, strip_reply
+from consultas.reply_parsing import RedCommands, parse_red_commands, strip_reply
 
 logger = logging.getLogger(__name__)
 
@@ -269,9 +270,11 @@ def _execute(
                 titulo="La consulta ya está asignada a ese órgano",
                 detalle=f"La consulta ya está asignada a {commands.derivar}; no cambió.",
             )
-        elif not derivar(
-            session, consulta, commands.derivar, config=config, now=now, actor=sender, nota=nota
-        ):
+        elif derivar(session, consulta, commands.derivar, config=config, now=now, actor=sender, nota=nota):
+            record_correction(
+                session, consulta, consulta.organo_code, by=sender, now=now, source=SOURCE_DERIVAR
+            )
+        else:
             detalle = (
                 f"El código {commands.derivar} no corresponde a ningún órgano de la Red. "
                 "La consulta no cambió."
@@ -301,6 +304,7 @@ def _execute(
         return
     if commands.administrativa:
         return_to_ogdau(session, consulta, config=config, now=now, actor=sender, nota=nota)
+        record_correction(session, consulta, None, by=sender, now=now, source=SOURCE_ADMINISTRATIVA)
         return
     if commands.body:
         send_answer(

@@ -50,7 +50,7 @@ def test_db_upgrade_command_creates_the_embedded_database_and_is_repeatable(tmp_
         [sys.executable, "-m", "app.cli", "db", "current"],
         cwd=tmp_path, capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"},
     )  # fmt: skip
-    assert current.stdout.strip() == "0002"
+    assert current.stdout.strip() == _head_revision()
 
 
 def test_opening_the_database_warns_when_postgresql_autovacuum_is_off(
@@ -130,3 +130,13 @@ def test_set_columns_reaches_the_database_before_and_after_the_row_is_written(
         assert (stored.kind, stored.actor, stored.detail) == ("admitted", "después", {"paso": 1})
         with pytest.raises(TypeError, match="consulta"):
             set_columns(stored, consulta=None)  # a relationship, not a column
+
+
+def _head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    from consultas.db import alembic_config
+
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head is not None
+    return head

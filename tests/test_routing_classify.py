@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ORGANOS = load_registry_file(ROOT / "docs" / "red.example.yaml").organo_topics()
 LABELLED = [
     json.loads(line)
-    for line in (ROOT / "tests" / "data" / "classification_set.jsonl")
+    for line in (ROOT / "routing" / "data" / "classification_set.jsonl")
     .read_text(encoding="utf-8")
     .splitlines()
     if line.strip()

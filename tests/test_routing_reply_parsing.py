@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from routing.reply_parsing import RedCommands, parse_red_commands, strip_reply
+from consultas.reply_parsing import RedCommands, parse_red_commands, split_reply, strip_reply
 
 REPLIES = Path(__file__).resolve().parent / "fixtures" / "replies"
 SAMPLES = sorted(
@@ -43,6 +43,26 @@ def test_there_are_samples_of_every_client() -> None:
     ):
         assert client in names
     assert any(path.suffix == ".eml" for path in SAMPLES)
+    for bottom_posted in ("gmail_es_bottom", "gmail_en_bottom", "thunderbird_de_bottom"):
+        assert bottom_posted in names
+
+
+def test_a_bottom_posted_reply_keeps_the_history_apart_and_the_answer_below_it() -> None:
+    text = (REPLIES / "gmail_es_bottom_posted.txt").read_text(encoding="utf-8")
+
+    split = split_reply(text)
+
+    assert split.fresh.startswith("Estimado José:")
+    assert split.quoted.startswith("El mié., 12 mar. 2025 a las 10:05")
+    assert "> ¿Cómo registro el formato 12-B" in split.quoted
+    assert "Estimado José" not in split.quoted
+
+
+def test_an_attribution_followed_by_unquoted_history_is_history_to_the_end() -> None:
+    # Outlook-style: nothing quoted with ">", so nothing below it can be an answer.
+    text = "On Wed, Mar 12, 2025 at 10:05 AM Consultas MEF <c@mef.gob.pe> wrote:\nConsulta asignada\n"
+
+    assert strip_reply(text) == ""
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda path: path.name)

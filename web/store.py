@@ -30,9 +30,9 @@ from consultas.models import (
     Outbox,
     OutboxStatus,
 )
-from routing.admission import admit_structured
 from consultas.requisitos import Requisitos
 from consultas.validators import validate_document
+from routing.admission import admit_structured
 from routing.answer import ANSWER_TEMPLATE, OGDAU_NAME
 from routing.red_registry import organo_topics
 from web.fields import ADMINISTRATIVA, ADMINISTRATIVA_NAME

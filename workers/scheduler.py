@@ -8,7 +8,8 @@ a missed or doubled trigger is harmless and the next one catches up.
   ``send_daily_digest(today)``; the first tick of the day (08:30) sends the digest, later ticks
   find it queued (or catch it up if 08:30 was missed); the actors skip holidays themselves;
 - 08:45 Lima, Monday-Friday: ``send_quarterly_report(previous quarter)``; the actor only acts
-  from the first working day after the quarter, once, within its catch-up window.
+  from the first working day after the quarter, once, within its catch-up window;
+- 02:30 Lima, every night: ``retrain_classifier`` (the day's corrections join the model).
 Run one scheduler per deployment (two would only enqueue harmless duplicates).
 """
 
@@ -69,8 +70,15 @@ def outbox_tick() -> list[str]:
     return ["sweep_outbox"] if send_hint(sweep_outbox) else []
 
 
+def classifier_tick() -> list[str]:
+    """Enqueue the nightly retrain of the classifier."""
+    from workers.classifier import retrain_classifier
+
+    return ["retrain_classifier"] if send_hint(retrain_classifier) else []
+
+
 def build_scheduler(calendar: WorkingCalendar, clock: Clock, *, background: bool = False) -> BaseScheduler:
-    """A scheduler (blocking for the process, background for embedded use) with our four triggers."""
+    """A scheduler (blocking for the process, background for embedded use) with our triggers."""
     tz = calendar.tz
     options: dict[str, Any] = {"coalesce": True, "max_instances": 1, "misfire_grace_time": MISFIRE_GRACE_S}
     scheduler: BaseScheduler = (BackgroundScheduler if background else BlockingScheduler)(timezone=tz)
@@ -104,6 +112,9 @@ def build_scheduler(calendar: WorkingCalendar, clock: Clock, *, background: bool
         args=followup,
         id="quarterly_report",
         **options,
+    )
+    scheduler.add_job(
+        classifier_tick, CronTrigger(hour="2", minute="30", timezone=tz), id="classifier_retrain", **options
     )
     return scheduler
 
