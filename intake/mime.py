@@ -1,7 +1,10 @@
 """Turn a mail's raw bytes into a `ParsedMail`: addresses, decoded headers, body text, attachments.
 
 Pure and lenient: a citizen's mail client may lie about charsets or omit headers; we decode what we
-can and raise `MalformedMailError` only when the bytes are not a mail at all. Loop detection lives in
+can and raise `MalformedMailError` only when the bytes are not a mail at all, or when they exceed a
+limit below (``MAX_*``: what no mail client writes, and what would cost the parser minutes). NUL
+characters, which no text column of PostgreSQL accepts and no mail may carry (RFC 5322, RFC 2045),
+are dropped from every decoded value; the raw bytes are kept as received. Loop detection lives in
 `intake.loops`, requisitos in `intake.requisitos`.
 
 We parse with the stdlib's ``compat32`` policy and decode headers and bodies ourselves: measured on
@@ -23,6 +26,7 @@ from email.header import decode_header
 from email.message import Message
 from email.policy import compat32
 from types import MappingProxyType
+from typing import Any
 
 import html2text
 
@@ -30,6 +34,18 @@ from consultas.errors import MalformedMailError
 
 #: Attachments larger than this are listed with their size but their bytes are not kept.
 DEFAULT_MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
+#: Refusal limits (README "Mail the intake refuses"). The stdlib parser recurses once per MIME level
+#: and parses header parameters in quadratic time; real mail nests a few levels, carries tens of
+#: header fields, and none longer than a few kilobytes.
+MAX_MIME_DEPTH = 50
+MAX_MIME_PARTS = 1_000
+MAX_HEADER_FIELDS = 1_000
+MAX_HEADER_FIELD_CHARS = 64 * 1024
+MAX_MESSAGE_ID_CHARS = 998
+#: RFC 5321 4.5.3.1.3: a path holds at most 256 octets, the address 254 of them.
+MAX_ADDRESS_CHARS = 254
+#: An HTML-only mail's text is rendered from this much of its HTML (html2text takes seconds per MB of tags).
+MAX_HTML_TO_TEXT_CHARS = 1024 * 1024
 
 _MSGID_RE = re.compile(r"<[^<>\s]+>")
 _WS_RE = re.compile(r"\s+")
@@ -120,6 +136,7 @@ def decode_bytes(payload: bytes, charset: str | None) -> str:
 
 def _raw_header_str(value: str) -> str:
     """Recover 8-bit header bytes the parser kept as surrogates and decode them leniently."""
+    value = value.replace("\x00", "")
     if value.isascii():
         return value
     try:
@@ -145,20 +162,25 @@ def decode_header_value(value: str) -> str:
                 parts.append(decode_bytes(chunk, charset))
             else:
                 parts.append(chunk)
-        value = "".join(parts)
+        value = "".join(parts).replace("\x00", "")
     return _WS_RE.sub(" ", value).strip()
 
 
 def normalize_message_id(value: str | None) -> str | None:
-    """Return the first ``<id>`` of a header, wrapping a bare id in brackets; None when empty."""
+    """Return the first ``<id>`` of a header, wrapping a bare id in brackets; None when empty.
+
+    None too for an id longer than a header line may be (998, RFC 5322 2.1.1): none is.
+    """
     if not value:
         return None
     found = _MSGID_RE.search(value)
     if found:
-        return found.group(0)
-    bare = value.strip().split()
-    # Some clients write the id without angle brackets.
-    return f"<{bare[0]}>" if bare else None
+        msgid = found.group(0)
+    else:
+        bare = value.strip().split()
+        # Some clients write the id without angle brackets.
+        msgid = f"<{bare[0]}>" if bare else ""
+    return msgid if 0 < len(msgid) <= MAX_MESSAGE_ID_CHARS else None
 
 
 def _addresses(values: list[str]) -> list[str]:
@@ -181,8 +203,9 @@ def _parse_date(value: str | None) -> datetime | None:
         return None
     try:
         parsed = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        # Unparseable dates are common in spam and old clients; the receive time is what counts.
+    except (TypeError, ValueError, IndexError, OverflowError):
+        # Unparseable dates are common in spam and old clients (numbers too big for a C long
+        # overflow): the receive time is what counts.
         return None
     if parsed.tzinfo is None:
         # "-0000" means UTC with unknown local zone (RFC 5322 3.3).
@@ -221,14 +244,15 @@ class _Walk:
         self.embedded: list[Mapping[str, str]] = []
         self.delivery_status: str | None = None
 
-    def visit(self, part: Message, depth: int = 0) -> None:
-        ctype = part.get_content_type()
+    def visit(self, part: Message) -> None:
+        # Recursion is bounded: parse_mail refused mail nested deeper than MAX_MIME_DEPTH.
+        ctype = _raw_header_str(part.get_content_type())
         if part.is_multipart() and ctype.startswith("multipart/"):
             payload = part.get_payload()
-            if isinstance(payload, list) and depth < 20:
+            if isinstance(payload, list):
                 for sub in payload:
                     if isinstance(sub, Message):
-                        self.visit(sub, depth + 1)
+                        self.visit(sub)
             return
         if ctype in ("message/rfc822", "message/global"):
             self._visit_message(part, ctype)
@@ -236,9 +260,7 @@ class _Walk:
         if ctype == "message/delivery-status":
             self._visit_delivery_status(part)
             return
-        filename = part.get_filename()
-        if filename is not None:
-            filename = decode_header_value(filename)
+        filename = _filename(part)
         disposition = part.get_content_disposition()
         if ctype == "text/rfc822-headers":
             body = part.get_payload(decode=True)
@@ -256,7 +278,7 @@ class _Walk:
         body = part.get_payload(decode=True)
         if not isinstance(body, bytes):
             return ""
-        return decode_bytes(body, part.get_content_charset()).replace("\r\n", "\n")
+        return decode_bytes(body, part.get_content_charset()).replace("\r\n", "\n").replace("\x00", "")
 
     def _add_attachment(self, part: Message, ctype: str, filename: str | None) -> None:
         body = part.get_payload(decode=True)
@@ -274,19 +296,19 @@ class _Walk:
         )
 
     def _visit_message(self, part: Message, ctype: str) -> None:
-        payload = part.get_payload()
+        payload = part.get_payload() if part.is_multipart() else None
         inner = payload[0] if isinstance(payload, list) and payload else None
         if isinstance(inner, Message):
             self.embedded.append(MappingProxyType(_header_map(inner)))
             content = inner.as_bytes(policy=compat32)
         else:
             content = b""
-        filename = part.get_filename()
+        filename = _filename(part)
         size = len(content)
         oversize = size > self.max_attachment_bytes
         self.attachments.append(
             ParsedAttachment(
-                filename=decode_header_value(filename) if filename else None,
+                filename=filename or None,
                 content_type=ctype,
                 content=b"" if oversize else content,
                 size=size,
@@ -295,7 +317,7 @@ class _Walk:
         )
 
     def _visit_delivery_status(self, part: Message) -> None:
-        payload = part.get_payload()
+        payload = part.get_payload() if part.is_multipart() else None
         if isinstance(payload, list):
             # compat32 parses each block of status fields as a header-only Message.
             blocks = [
@@ -309,6 +331,84 @@ class _Walk:
             self.delivery_status = decode_bytes(body, "utf-8") if isinstance(body, bytes) else ""
 
 
+def _filename(part: Message) -> str | None:
+    """The part's decoded filename; an RFC 2231 charset label Python cannot look up is guessed."""
+    try:
+        name = part.get_filename()
+    except ValueError:
+        # A label holding a NUL ("utf\x00-8''...") makes the stdlib's str(bytes, label) raise.
+        value = part.get_param("filename", header="content-disposition") or part.get_param("name")
+        if not isinstance(value, tuple):
+            return None
+        charset, _language, text = value
+        name = decode_bytes(bytes(text, "raw-unicode-escape"), charset)
+    return None if name is None else decode_header_value(name)
+
+
+class _BoundedMessage(Message):
+    """compat32's Message, safe on hostile header parameters (the parser itself reads them).
+
+    Refuses a header too long to parse its parameters (quadratic in the stdlib), takes parameters
+    the stdlib cannot decode as absent, and drops NULs from them (a NUL in a charset label makes
+    every ``str(bytes, label)`` of the stdlib raise ``ValueError``).
+    """
+
+    def get_params(self, failobj: Any = None, header: str = "content-type", unquote: bool = True) -> Any:
+        _check_field_length(header, self.get(header))
+        try:
+            return super().get_params(failobj, header, unquote)
+        except (TypeError, ValueError):
+            return failobj
+
+    def get_param(
+        self, param: str, failobj: Any = None, header: str = "content-type", unquote: bool = True
+    ) -> Any:
+        _check_field_length(header, self.get(header))
+        try:
+            value = super().get_param(param, failobj, header, unquote)
+        except (TypeError, ValueError):
+            # RFC 2231 continuations the stdlib cannot sort ("name*0" next to "name*"): as if absent.
+            return failobj
+        if isinstance(value, tuple):
+            return tuple(v.replace("\x00", "") if isinstance(v, str) else v for v in value)
+        return value.replace("\x00", "") if isinstance(value, str) else value
+
+
+def _check_field_length(name: str, value: object) -> None:
+    if isinstance(value, str) and len(value) > MAX_HEADER_FIELD_CHARS:
+        raise MalformedMailError(f"a {name} header field is longer than {MAX_HEADER_FIELD_CHARS} characters")
+
+
+def _parse_bounded(raw: bytes) -> Message:
+    """Parse with compat32; raise `MalformedMailError` for mail beyond the ``MAX_*`` limits."""
+    too_deep = MalformedMailError(f"the mail's MIME parts are nested more than {MAX_MIME_DEPTH} levels deep")
+    try:
+        msg = email.message_from_bytes(raw, _class=_BoundedMessage, policy=compat32)
+    except RecursionError:
+        # The parser recursed once per level until Python's limit (about 300 levels): far deeper.
+        raise too_deep from None
+    fields = list(msg.raw_items())
+    if len(fields) > MAX_HEADER_FIELDS:
+        raise MalformedMailError(f"the mail has more than {MAX_HEADER_FIELDS} header fields")
+    for name, value in fields:
+        _check_field_length(name, value)
+    # Depth first, without recursion: (part, depth) pairs.
+    stack: list[tuple[Message, int]] = [(msg, 0)]
+    parts = 0
+    while stack:
+        part, depth = stack.pop()
+        parts += 1
+        if depth > MAX_MIME_DEPTH:
+            raise too_deep
+        if parts > MAX_MIME_PARTS:
+            raise MalformedMailError(f"the mail has more than {MAX_MIME_PARTS} MIME parts")
+        # get_payload() of a leaf part decodes with its charset label: only containers are opened.
+        payload = part.get_payload() if part.is_multipart() else None
+        if isinstance(payload, list):
+            stack.extend((sub, depth + 1) for sub in payload if isinstance(sub, Message))
+    return msg
+
+
 def _derived_message_id(raw_sha256: str) -> str:
     return f"<sha256-{raw_sha256}@consultas.invalid>"
 
@@ -320,7 +420,7 @@ def parse_mail(raw: bytes, *, max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT
     stripped = raw.lstrip(b"\r\n\t ")
     if not stripped:
         raise MalformedMailError("the mail is empty")
-    msg = email.message_from_bytes(stripped, policy=compat32)
+    msg = _parse_bounded(stripped)
     headers = _header_map(msg)
     if not headers:
         raise MalformedMailError("the mail has no headers")
@@ -330,7 +430,7 @@ def parse_mail(raw: bytes, *, max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT
     html = "\n".join(walk.htmls) if walk.htmls else None
     text = "\n".join(t for t in walk.texts if t.strip())
     if not text.strip() and html:
-        text = html_to_text(html)
+        text = html_to_text(html[:MAX_HTML_TO_TEXT_CHARS])
 
     from_values = msg.get_all("From") or []
     sender_name = ""
@@ -338,6 +438,9 @@ def parse_mail(raw: bytes, *, max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT
     if from_values:
         name, addr = email.utils.parseaddr(_raw_header_str(str(from_values[0])))
         sender = addr.strip().lower()
+        if len(sender) > MAX_ADDRESS_CHARS or not sender.isprintable() or " " in sender:
+            # Not an address a reply could go to (control characters, a 1,000-letter "address").
+            sender = ""
         sender_name = decode_header_value(name).strip("\"' ")
     if not sender and not text.strip() and not html and not walk.attachments:
         raise MalformedMailError("the mail has no sender and no body")
@@ -360,7 +463,7 @@ def parse_mail(raw: bytes, *, max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT
         attachments=walk.attachments,
         headers=MappingProxyType(headers),
         raw_sha256=raw_sha256,
-        content_type=msg.get_content_type(),
+        content_type=_raw_header_str(msg.get_content_type()),
         embedded_headers=tuple(walk.embedded),
         delivery_status=walk.delivery_status,
         defects=tuple(type(d).__name__ for d in msg.defects),

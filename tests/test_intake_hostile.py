@@ -1,0 +1,167 @@
+"""Hostile mails (issue 16) through `consultas parse` and the service's Maildir path.
+
+Each mail of ``tests.hostile_mails`` is either turned into one JSON object / processed, or refused
+with one clear line / quarantined; never a traceback, and the good mail after it is confirmed.
+The big mails are generated once per module.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from consultas.cli import main
+from consultas.clock import FixedClock
+from consultas.models import Attachment, Consulta, Message, MessageKind, Outbox
+from intake.maildir_source import PROCESSED_FOLDER, QUARANTINE_FOLDER, Maildir, poll_maildir_once
+from intake.mime import MAX_HEADER_FIELDS, MAX_MIME_DEPTH
+from tests.hostile_mails import HOSTILE_MAILS, SENDER
+from tests.routing_support import CONFIG, MAILBOX, NOW
+from tests.test_intake_pipeline import CITIZEN, citizen_mail
+
+#: What the service does with each hostile mail: admit it (the requisitos are in it) or quarantine it,
+#: and the words the refusal's reason carries.
+EXPECTED: dict[str, tuple[str, str]] = {
+    "rfc2231_nul_charset": ("admitted", ""),
+    "rfc2231_nul_bytes": ("admitted", ""),
+    "date_overflow": ("admitted", ""),
+    "deep_multipart": ("quarantined", f"nested more than {MAX_MIME_DEPTH} levels"),
+    "long_line": ("admitted", ""),
+    "many_headers": ("quarantined", f"more than {MAX_HEADER_FIELDS} header fields"),
+    "big_attachment": ("admitted", ""),
+    "nul_body": ("admitted", ""),
+    "binary_file": ("quarantined", "no headers"),
+    "empty_file": ("quarantined", "empty"),
+}
+assert set(EXPECTED) == set(HOSTILE_MAILS)
+
+
+@pytest.fixture(scope="module")
+def hostile() -> dict[str, bytes]:
+    return {name: generate() for name, generate in HOSTILE_MAILS.items()}
+
+
+@pytest.fixture(scope="module")
+def hostile_files(hostile: dict[str, bytes], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("hostile")
+    paths = {}
+    for name, raw in hostile.items():
+        paths[name] = folder / f"{name}.eml"
+        paths[name].write_bytes(raw)
+    return paths
+
+
+# consultas parse ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_MAILS))
+def test_parse_prints_one_json_object_or_one_clear_line(
+    name: str, hostile_files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["parse", str(hostile_files[name])])
+
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    verdict, reason = EXPECTED[name]
+    if verdict == "admitted":
+        assert code == 0, err
+        result = json.loads(out)
+        assert result["sender"] == SENDER and result["missing"] == [] and result["invalid"] == []
+        assert "\x00" not in json.dumps(result, ensure_ascii=False).replace("\\u0000", "\x00")
+    else:
+        assert code != 0 and out == ""
+        [line] = err.splitlines()
+        assert line.startswith("consultas parse: error: not a mail: ") and reason in line
+
+
+def test_parse_keeps_what_the_hostile_mails_say(
+    hostile_files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    def parsed(name: str) -> dict[str, object]:
+        assert main(["parse", str(hostile_files[name])]) == 0
+        result: dict[str, object] = json.loads(capsys.readouterr().out)
+        return result
+
+    [pdf] = parsed("rfc2231_nul_charset")["attachments"]  # type: ignore[misc]
+    assert pdf["filename"] == "facturañ.pdf"
+    [pdf] = parsed("rfc2231_nul_bytes")["attachments"]  # type: ignore[misc]
+    assert pdf["filename"] == "factura.pdf"
+    [big] = parsed("big_attachment")["attachments"]  # type: ignore[misc]
+    assert big == {"filename": "grande.pdf", "content_type": "application/pdf", "size": 40 * 1024 * 1024}
+    nul = parsed("nul_body")
+    assert nul["subject"] == "Consulta con NUL"
+    assert nul["requisitos"]["question"].startswith("¿Cómo registro")  # type: ignore[index]
+
+
+# the service's Maildir path -----------------------------------------------------------------------
+
+
+def poll(sessions: sessionmaker[Session], maildir: Maildir) -> None:
+    poll_maildir_once(sessions, maildir, mailbox=MAILBOX, config=CONFIG, clock=FixedClock(NOW))
+
+
+@pytest.fixture
+def maildir(tmp_path: Path) -> Iterator[Maildir]:
+    yield Maildir(tmp_path / "maildir")
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_MAILS))
+def test_the_maildir_source_processes_or_quarantines_and_confirms_the_next_mail(
+    name: str, hostile: dict[str, bytes], sessions: sessionmaker[Session], maildir: Maildir
+) -> None:
+    maildir.deliver(hostile[name], "1-hostile.eml")
+    maildir.deliver(citizen_mail(), "2-good.eml")
+
+    poll(sessions, maildir)
+
+    verdict, reason = EXPECTED[name]
+    folder = PROCESSED_FOLDER if verdict == "admitted" else QUARANTINE_FOLDER
+    assert sorted(p.name for p in (maildir.root / folder / "cur").iterdir())[0] == "1-hostile.eml:2,S"
+    assert not list(maildir.new.iterdir())
+    with sessions() as session:
+        confirmed = {
+            row.primary_recipient
+            for row in session.scalars(select(Outbox).where(Outbox.template == "consulta_recibida"))
+        }
+        assert CITIZEN in confirmed
+        if verdict == "admitted":
+            assert SENDER in confirmed
+            numbered = session.scalars(select(Consulta.reply_address).where(Consulta.number.is_not(None)))
+            assert sorted(numbered) == sorted({CITIZEN, SENDER})
+        else:
+            [kept] = session.scalars(select(Message).where(Message.kind == MessageKind.QUARANTINED))
+            assert kept.raw == hostile[name] and reason in (kept.error or "")
+
+
+def test_nul_bytes_are_stored_without_them_on_every_database(
+    hostile: dict[str, bytes], sessions: sessionmaker[Session], maildir: Maildir
+) -> None:
+    for name in ("nul_body", "rfc2231_nul_bytes", "rfc2231_nul_charset"):
+        maildir.deliver(hostile[name], f"{name}.eml")
+    poll(sessions, maildir)
+
+    with sessions() as session:
+        messages = {m.message_id: m for m in session.scalars(select(Message))}
+        nul = messages["<nul-body@hostil.example.pe>"]
+        assert nul.raw == hostile["nul_body"]  # the bytes as received are kept
+        assert nul.subject == "Consulta con NUL" and "textoconnulos" in (nul.body_text or "")
+        assert sorted(session.scalars(select(Attachment.filename))) == ["factura.pdf", "facturañ.pdf"]
+        [consulta] = session.scalars(select(Consulta).where(Consulta.id == nul.consulta_id))
+        assert consulta.question is not None and "\x00" not in consulta.question
+
+
+def test_a_big_attachment_is_listed_with_its_size_and_not_kept(
+    hostile: dict[str, bytes], sessions: sessionmaker[Session], maildir: Maildir
+) -> None:
+    maildir.deliver(hostile["big_attachment"], "big.eml")
+    poll(sessions, maildir)
+
+    with sessions() as session:
+        [attachment] = session.scalars(select(Attachment))
+        assert attachment.filename == "grande.pdf" and attachment.size == 40 * 1024 * 1024
+        assert attachment.content is None
