@@ -8,7 +8,13 @@ The big mails are generated once per module.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
@@ -39,6 +45,8 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "empty_file": ("quarantined", "empty"),
 }
 assert set(EXPECTED) == set(HOSTILE_MAILS)
+#: How long `consultas serve` may take over all of them (the 40 MB mail is most of it).
+SERVE_DEADLINE_S = 120.0
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +173,91 @@ def test_a_big_attachment_is_listed_with_its_size_and_not_kept(
         [attachment] = session.scalars(select(Attachment))
         assert attachment.filename == "grande.pdf" and attachment.size == 40 * 1024 * 1024
         assert attachment.content is None
+
+
+# the real commands, as processes ------------------------------------------------------------------
+
+
+def _environment(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSULTAS_")}
+    env["CONSULTAS_VAR_DIR"] = str(tmp_path / "var")
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    return env
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(HOSTILE_MAILS))
+def test_the_parse_command_as_a_process(name: str, hostile_files: dict[str, Path], tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "consultas.cli", "parse", str(hostile_files[name])],
+        env=_environment(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert "Traceback" not in result.stdout + result.stderr
+    if EXPECTED[name][0] == "admitted":
+        assert result.returncode == 0 and isinstance(json.loads(result.stdout), dict), result.stderr
+    else:
+        assert result.returncode == 1 and result.stdout == ""
+        assert len(result.stderr.splitlines()) == 1 and EXPECTED[name][1] in result.stderr
+
+
+def _wait(condition: Callable[[], bool], process: subprocess.Popen[str], what: str) -> None:
+    deadline = time.monotonic() + SERVE_DEADLINE_S
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read() if process.stdout else ""
+        if condition():
+            return
+        time.sleep(0.2)  # polling folders the other process writes, with a deadline
+    pytest.fail(f"{what} within {SERVE_DEADLINE_S} s")
+
+
+def _confirmed(outbox: Path, address: str) -> bool:
+    for path in outbox.glob("*.eml") if outbox.exists() else ():
+        mail = message_from_bytes(path.read_bytes(), policy=policy.default)
+        if mail["To"] == address and "Su consulta ha sido registrada" in str(mail["Subject"]):
+            return True
+    return False
+
+
+@pytest.mark.slow
+def test_serve_processes_or_quarantines_every_hostile_mail_and_confirms_the_next_one(
+    hostile_files: dict[str, Path], tmp_path: Path
+) -> None:
+    env = _environment(tmp_path)
+    upgrade = subprocess.run(
+        [sys.executable, "-m", "consultas.cli", "db", "upgrade"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert upgrade.returncode == 0, upgrade.stderr
+    maildir = Maildir(tmp_path / "var" / "maildir")
+    for name, path in hostile_files.items():
+        maildir.deliver(path.read_bytes(), f"{name}.eml")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "consultas.cli", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _wait(lambda: not list(maildir.new.iterdir()), process, "the hostile mails were not all taken")
+        maildir.deliver(citizen_mail(), "good.eml")
+        _wait(lambda: _confirmed(tmp_path / "var" / "outbox", CITIZEN), process, "no confirmation")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+
+    assert process.returncode == 0, output
+    assert "Traceback" not in output
+    for folder, verdict in ((PROCESSED_FOLDER, "admitted"), (QUARANTINE_FOLDER, "quarantined")):
+        moved = sorted(p.name for p in (maildir.root / folder / "cur").iterdir())
+        expected = [f"{n}.eml:2,S" for n, (v, _) in EXPECTED.items() if v == verdict]
+        assert moved == sorted(expected + (["good.eml:2,S"] if verdict == "admitted" else []))
+    assert _confirmed(tmp_path / "var" / "outbox", SENDER)
