@@ -261,3 +261,16 @@ def test_serve_processes_or_quarantines_every_hostile_mail_and_confirms_the_next
         expected = [f"{n}.eml:2,S" for n, (v, _) in EXPECTED.items() if v == verdict]
         assert moved == sorted(expected + (["good.eml:2,S"] if verdict == "admitted" else []))
     assert _confirmed(tmp_path / "var" / "outbox", SENDER)
+
+
+def test_the_readme_states_the_refusal_limits_the_parser_applies() -> None:
+    from intake import mime
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("**Hostile mail.**") :].split("\n- ", 1)[0]
+    for limit in (mime.MAX_MIME_DEPTH, mime.MAX_MIME_PARTS, mime.MAX_HEADER_FIELDS):
+        assert f"**{limit:,}**" in section
+    assert f"**{mime.MAX_HEADER_FIELD_CHARS:,}** characters" in section
+    assert f"{mime.MAX_MESSAGE_ID_CHARS} characters" in section
+    assert f"over {mime.MAX_ADDRESS_CHARS} characters" in section
+    assert f"first {mime.MAX_HTML_TO_TEXT_CHARS // (1024 * 1024)} MiB" in section
