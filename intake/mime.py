@@ -346,15 +346,24 @@ def _filename(part: Message) -> str | None:
 
 
 class _BoundedMessage(Message):
-    """compat32's Message, safe on hostile header parameters (the parser itself reads them).
+    """compat32's Message, safe on hostile headers (the parser itself reads their parameters).
 
-    Refuses a header too long to parse its parameters (quadratic in the stdlib), takes parameters
-    the stdlib cannot decode as absent, and drops NULs from them (a NUL in a charset label makes
-    every ``str(bytes, label)`` of the stdlib raise ``ValueError``).
+    Refuses, as the parser stores them, more header fields than ``MAX_HEADER_FIELDS`` in a part and
+    any longer than ``MAX_HEADER_FIELD_CHARS`` (the stdlib parses parameters in quadratic time,
+    RFC 2047 words too); takes parameters the stdlib cannot decode as absent, and drops NULs from
+    them (a NUL in a charset label makes every ``str(bytes, label)`` of the stdlib raise).
     """
 
+    def set_raw(self, name: str, value: Any) -> None:
+        if len(self) >= MAX_HEADER_FIELDS:
+            raise MalformedMailError(f"the mail or a part has more than {MAX_HEADER_FIELDS} header fields")
+        if isinstance(value, str) and len(value) > MAX_HEADER_FIELD_CHARS:
+            raise MalformedMailError(
+                f"a {name} header field is longer than {MAX_HEADER_FIELD_CHARS} characters"
+            )
+        super().set_raw(name, value)
+
     def get_params(self, failobj: Any = None, header: str = "content-type", unquote: bool = True) -> Any:
-        _check_field_length(header, self.get(header))
         try:
             return super().get_params(failobj, header, unquote)
         except (TypeError, ValueError):
@@ -363,7 +372,6 @@ class _BoundedMessage(Message):
     def get_param(
         self, param: str, failobj: Any = None, header: str = "content-type", unquote: bool = True
     ) -> Any:
-        _check_field_length(header, self.get(header))
         try:
             value = super().get_param(param, failobj, header, unquote)
         except (TypeError, ValueError):
@@ -374,11 +382,6 @@ class _BoundedMessage(Message):
         return value.replace("\x00", "") if isinstance(value, str) else value
 
 
-def _check_field_length(name: str, value: object) -> None:
-    if isinstance(value, str) and len(value) > MAX_HEADER_FIELD_CHARS:
-        raise MalformedMailError(f"a {name} header field is longer than {MAX_HEADER_FIELD_CHARS} characters")
-
-
 def _parse_bounded(raw: bytes) -> Message:
     """Parse with compat32; raise `MalformedMailError` for mail beyond the ``MAX_*`` limits."""
     too_deep = MalformedMailError(f"the mail's MIME parts are nested more than {MAX_MIME_DEPTH} levels deep")
@@ -387,11 +390,6 @@ def _parse_bounded(raw: bytes) -> Message:
     except RecursionError:
         # The parser recursed once per level until Python's limit (about 300 levels): far deeper.
         raise too_deep from None
-    fields = list(msg.raw_items())
-    if len(fields) > MAX_HEADER_FIELDS:
-        raise MalformedMailError(f"the mail has more than {MAX_HEADER_FIELDS} header fields")
-    for name, value in fields:
-        _check_field_length(name, value)
     # Depth first, without recursion: (part, depth) pairs.
     stack: list[tuple[Message, int]] = [(msg, 0)]
     parts = 0
