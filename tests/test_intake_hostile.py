@@ -205,6 +205,27 @@ def test_the_parse_command_as_a_process(name: str, hostile_files: dict[str, Path
         assert len(result.stderr.splitlines()) == 1 and EXPECTED[name][1] in result.stderr
 
 
+@pytest.mark.slow
+def test_the_parse_command_prints_the_same_json_to_a_terminal_that_cannot_show_the_mails_letters(
+    hostile_files: dict[str, Path], tmp_path: Path
+) -> None:
+    def parse(**env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "consultas.cli", "parse", str(hostile_files["rfc2231_nul_charset"])],
+            env={**_environment(tmp_path), **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    utf8, ascii_only = parse(PYTHONIOENCODING="utf-8"), parse(PYTHONIOENCODING="ascii")
+
+    assert ascii_only.returncode == 0 and "Traceback" not in ascii_only.stderr
+    assert json.loads(ascii_only.stdout) == json.loads(utf8.stdout)
+    assert "facturañ.pdf" in utf8.stdout and "factura\\u00f1.pdf" in ascii_only.stdout
+
+
 def _wait(condition: Callable[[], bool], process: subprocess.Popen[str], what: str) -> None:
     deadline = time.monotonic() + SERVE_DEADLINE_S
     while time.monotonic() < deadline:
