@@ -103,8 +103,9 @@ def deep_multipart(depth: int = NESTING_DEPTH) -> bytes:
 
 
 def long_line(size: int = LONG_LINE_BYTES) -> bytes:
-    """A body with one line of ``size`` bytes (no newline in it) after the requisitos."""
-    return _head("long-line") + b"\r\n" + REQUISITOS + b"Detalle: " + b"a" * size + b"\r\n"
+    """A body whose question line goes on for ``size`` bytes (words, no newline)."""
+    question = REQUISITOS.rstrip(b"\r\n") + b" Detalle:" + b" presupuesto" * (size // 12)
+    return _head("long-line") + b"\r\n" + question + b"\r\n"
 
 
 def many_headers(count: int = HEADER_COUNT) -> bytes:

@@ -26,7 +26,7 @@ from consultas.clock import FixedClock
 from consultas.models import Attachment, Consulta, Message, MessageKind, Outbox
 from intake.maildir_source import PROCESSED_FOLDER, QUARANTINE_FOLDER, Maildir, poll_maildir_once
 from intake.mime import MAX_HEADER_FIELDS, MAX_MIME_DEPTH
-from tests.hostile_mails import HOSTILE_MAILS, SENDER
+from tests.hostile_mails import HOSTILE_MAILS, LONG_LINE_BYTES, SENDER
 from tests.routing_support import CONFIG, MAILBOX, NOW
 from tests.test_intake_pipeline import CITIZEN, citizen_mail
 
@@ -101,6 +101,8 @@ def test_parse_keeps_what_the_hostile_mails_say(
     assert pdf["filename"] == "factura.pdf"
     [big] = parsed("big_attachment")["attachments"]  # type: ignore[misc]
     assert big == {"filename": "grande.pdf", "content_type": "application/pdf", "size": 40 * 1024 * 1024}
+    question = parsed("long_line")["requisitos"]["question"]  # type: ignore[index]
+    assert question.startswith("¿Cómo registro") and len(question) > LONG_LINE_BYTES - 100
     nul = parsed("nul_body")
     assert nul["subject"] == "Consulta con NUL"
     assert nul["requisitos"]["question"].startswith("¿Cómo registro")  # type: ignore[index]
