@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.errors import MalformedMailError, QuarantineError
 from intake.parse_command import parse_to_json
-from intake.pipeline import process_inbound_mail, quarantine_mail
+from intake.pipeline import process_inbound_batch, process_inbound_mail, quarantine_mail
 from tests.routing_support import CONFIG, MAILBOX, NOW
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "mails").glob("*.eml"))
@@ -95,7 +95,7 @@ def fuzz(max_examples: int) -> settings:
     )
 
 
-@fuzz(max_examples=400)
+@fuzz(max_examples=1500)
 @given(mutated_mail)
 def test_parse_returns_one_json_object_or_the_documented_refusal(case: tuple[int, list]) -> None:  # type: ignore[type-arg]
     raw = mutate(*case)
@@ -109,7 +109,7 @@ def test_parse_returns_one_json_object_or_the_documented_refusal(case: tuple[int
     assert json.loads(printed) == result
 
 
-@fuzz(max_examples=60)
+@fuzz(max_examples=200)
 @given(mutated_mail)
 def test_the_pipeline_processes_or_quarantines_every_mutated_mail(
     sessions: sessionmaker[Session],
@@ -132,3 +132,9 @@ def test_the_pipeline_processes_or_quarantines_every_mutated_mail(
     except QuarantineError as exc:
         reason = str(exc)
         rolled_back(lambda s: quarantine_mail(s, raw, mailbox=MAILBOX, reason=reason, config=CONFIG, now=NOW))
+    else:
+        # The sources' batch path too (ids reserved for the batch, COPY on PostgreSQL), a good mail after.
+        batch = [(raw, None), (MAILS[0], None)]
+        rolled_back(
+            lambda s: process_inbound_batch(s, batch, mailbox=MAILBOX, config=CONFIG, now=lambda: NOW)
+        )
