@@ -34,7 +34,7 @@ from consultas.errors import MalformedMailError
 
 #: Attachments larger than this are listed with their size but their bytes are not kept.
 DEFAULT_MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
-#: Refusal limits (README "Mail the intake refuses"). The stdlib parser recurses once per MIME level
+#: Refusal limits (README "Hostile mail"). The stdlib parser recurses once per MIME level
 #: and parses header parameters in quadratic time; real mail nests a few levels, carries tens of
 #: header fields, and none longer than a few kilobytes.
 MAX_MIME_DEPTH = 50
@@ -332,16 +332,8 @@ class _Walk:
 
 
 def _filename(part: Message) -> str | None:
-    """The part's decoded filename; an RFC 2231 charset label Python cannot look up is guessed."""
-    try:
-        name = part.get_filename()
-    except ValueError:
-        # A label holding a NUL ("utf\x00-8''...") makes the stdlib's str(bytes, label) raise.
-        value = part.get_param("filename", header="content-disposition") or part.get_param("name")
-        if not isinstance(value, tuple):
-            return None
-        charset, _language, text = value
-        name = decode_bytes(bytes(text, "raw-unicode-escape"), charset)
+    """The part's filename (RFC 2231 or RFC 2047), decoded."""
+    name = part.get_filename()
     return None if name is None else decode_header_value(name)
 
 
@@ -384,12 +376,12 @@ class _BoundedMessage(Message):
 
 def _parse_bounded(raw: bytes) -> Message:
     """Parse with compat32; raise `MalformedMailError` for mail beyond the ``MAX_*`` limits."""
-    too_deep = MalformedMailError(f"the mail's MIME parts are nested more than {MAX_MIME_DEPTH} levels deep")
+    too_deep = f"the mail's MIME parts are nested more than {MAX_MIME_DEPTH} levels deep"
     try:
         msg = email.message_from_bytes(raw, _class=_BoundedMessage, policy=compat32)
     except RecursionError:
         # The parser recursed once per level until Python's limit (about 300 levels): far deeper.
-        raise too_deep from None
+        raise MalformedMailError(too_deep) from None
     # Depth first, without recursion: (part, depth) pairs.
     stack: list[tuple[Message, int]] = [(msg, 0)]
     parts = 0
@@ -397,7 +389,7 @@ def _parse_bounded(raw: bytes) -> Message:
         part, depth = stack.pop()
         parts += 1
         if depth > MAX_MIME_DEPTH:
-            raise too_deep
+            raise MalformedMailError(too_deep)
         if parts > MAX_MIME_PARTS:
             raise MalformedMailError(f"the mail has more than {MAX_MIME_PARTS} MIME parts")
         # get_payload() of a leaf part decodes with its charset label: only containers are opened.
