@@ -8,6 +8,7 @@ The big mails are generated once per module.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -23,11 +24,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.cli import main
 from consultas.clock import FixedClock
+from consultas.context import ServiceConfig
 from consultas.models import Attachment, Consulta, Message, MessageKind, Outbox
+from intake.imap_poller import poll_once
 from intake.maildir_source import PROCESSED_FOLDER, QUARANTINE_FOLDER, Maildir, poll_maildir_once
 from intake.mime import MAX_HEADER_FIELDS, MAX_MIME_DEPTH
 from tests.hostile_mails import HOSTILE_MAILS, LONG_LINE_BYTES, SENDER
+from tests.intake_imap_support import append_raw, imap_settings
 from tests.routing_support import CONFIG, MAILBOX, NOW
+from tests.servers.dovecot import DovecotServer
 from tests.test_intake_pipeline import CITIZEN, citizen_mail
 
 #: What the service does with each hostile mail: admit it (the requisitos are in it) or quarantine it,
@@ -297,3 +302,37 @@ def test_the_readme_states_the_refusal_limits_the_parser_applies() -> None:
     assert f"{mime.MAX_MESSAGE_ID_CHARS} characters" in section
     assert f"over {mime.MAX_ADDRESS_CHARS} characters" in section
     assert f"first {mime.MAX_HTML_TO_TEXT_CHARS // (1024 * 1024)} MiB" in section
+
+
+# the IMAP source (production's) -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_the_imap_poller_processes_or_quarantines_every_hostile_mail_dovecot_accepts(
+    hostile: dict[str, bytes], dovecot: DovecotServer, db_url: str, sessions: sessionmaker[Session],
+    *, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    caplog.set_level(logging.INFO)
+    settings = imap_settings(dovecot, db_url, tmp_path)
+    appended = []
+    for name, raw in hostile.items():
+        try:
+            append_raw(dovecot, raw)
+        except RuntimeError:  # Dovecot refuses some (an empty mail, NUL bytes): they never reach us
+            continue
+        appended.append(name)
+    dovecot.deliver(citizen_mail(), MAILBOX)
+
+    result = await poll_once(settings, sessions, ServiceConfig.from_settings(settings), FixedClock(NOW))
+
+    admitted = [n for n in appended if EXPECTED[n][0] == "admitted"]
+    assert result.counts["quarantined"] == len(appended) - len(admitted)
+    assert dovecot.message_count(MAILBOX, "INBOX") == 0
+    assert dovecot.message_count(MAILBOX, "Procesados") == len(admitted) + 1
+    with sessions() as session:
+        confirmed = set(
+            session.scalars(select(Outbox.primary_recipient).where(Outbox.template == "consulta_recibida"))
+        )
+    assert CITIZEN in confirmed and (SENDER in confirmed or not admitted)
+    # What the service logs at its default level carries no traceback.
+    assert [r.getMessage() for r in caplog.records if r.exc_info and r.levelno >= logging.INFO] == []
