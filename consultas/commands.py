@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from consultas.cliargs import REPEATABLE, Once
 from consultas.settings import load_settings
 
 
@@ -25,13 +26,20 @@ def register(subparsers: Any) -> None:
     )
     deadline.add_argument(
         "--received",
+        action=Once,
         required=True,
         help="ISO-8601 instant, e.g. 2024-11-27T17:00:00-05:00 (no offset: Lima)",
     )
     deadline.add_argument(
-        "--non-working", nargs="*", default=[], metavar="DATE", help="extra decreed non-working days"
+        "--non-working",
+        **REPEATABLE,
+        default=[],
+        metavar="DATE",
+        help="extra decreed non-working days (--non-working A B, or the option repeated)",
     )
-    deadline.add_argument("--days", type=int, default=None, help="working days allowed (default 10)")
+    deadline.add_argument(
+        "--days", action=Once, type=int, default=None, help="working days allowed (default 10)"
+    )
     deadline.add_argument(
         "--explain", action="store_true", help='add "skipped": each day passed over and why (Spanish)'
     )

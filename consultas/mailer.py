@@ -108,12 +108,17 @@ class RenderedMail:
     html: str | None
 
 
+#: A rendered subject is cut to this (the message.subject column; RFC 5322's line length): a
+#: citizen's subject of that length quoted after our prefix would not fit.
+MAX_SUBJECT_CHARS = 998
+
+
 def render(template: str, context: Mapping[str, Any]) -> RenderedMail:
     """Render ``template``'s subject, text and (if present) HTML parts with ``context``."""
     subject = _TEXT_ENV.get_template(f"{template}.subject.txt").render(context)
     text = _TEXT_ENV.get_template(f"{template}.txt").render(context)
     html = _HTML_ENV.get_template(f"{template}.html").render(context) if _has_html(template) else None
-    return RenderedMail(subject=" ".join(subject.split()), text=text, html=html)
+    return RenderedMail(subject=" ".join(subject.split())[:MAX_SUBJECT_CHARS], text=text, html=html)
 
 
 @functools.cache

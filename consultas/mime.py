@@ -1,7 +1,10 @@
 """Turn a mail's raw bytes into a `ParsedMail`: addresses, decoded headers, body text, attachments.
 
 Pure and lenient: a citizen's mail client may lie about charsets or omit headers; we decode what we
-can and raise `MalformedMailError` only when the bytes are not a mail at all. Loop detection lives in
+can and raise `MalformedMailError` only when the bytes are not a mail at all, or when they exceed a
+limit below (``MAX_*``: what no mail client writes, and what would cost the parser minutes). NUL
+characters, which no text column of PostgreSQL accepts and no mail may carry (RFC 5322, RFC 2045),
+are dropped from every decoded value; the raw bytes are kept as received. Loop detection lives in
 `consultas.loops`, requisitos in `consultas.requisitos`.
 
 We parse with the stdlib's ``compat32`` policy and decode headers and bodies ourselves: measured on
@@ -24,6 +27,7 @@ from email.message import Message
 from email.policy import compat32
 from functools import lru_cache
 from types import MappingProxyType
+from typing import Any
 
 import html2text
 import webencodings
@@ -32,6 +36,18 @@ from consultas.errors import MalformedMailError
 
 #: Attachments larger than this are listed with their size but their bytes are not kept.
 DEFAULT_MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
+#: Refusal limits (README "Hostile mail"). The stdlib parser recurses once per MIME level
+#: and parses header parameters in quadratic time; real mail nests a few levels, carries tens of
+#: header fields, and none longer than a few kilobytes.
+MAX_MIME_DEPTH = 50
+MAX_MIME_PARTS = 1_000
+MAX_HEADER_FIELDS = 1_000
+MAX_HEADER_FIELD_CHARS = 64 * 1024
+MAX_MESSAGE_ID_CHARS = 998
+#: RFC 5321 4.5.3.1.3: a path holds at most 256 octets, the address 254 of them.
+MAX_ADDRESS_CHARS = 254
+#: An HTML-only mail's text is rendered from this much of its HTML (html2text takes seconds per MB of tags).
+MAX_HTML_TO_TEXT_CHARS = 1024 * 1024
 
 _MSGID_RE = re.compile(r"<[^<>\s]+>")
 _WS_RE = re.compile(r"\s+")
@@ -136,6 +152,7 @@ def _codec_for_label(charset: str) -> str | None:
 
 def _raw_header_str(value: str) -> str:
     """Recover 8-bit header bytes the parser kept as surrogates and decode them leniently."""
+    value = value.replace("\x00", "")
     if value.isascii():
         return value
     try:
@@ -161,20 +178,25 @@ def decode_header_value(value: str) -> str:
                 parts.append(decode_bytes(chunk, charset))
             else:
                 parts.append(chunk)
-        value = "".join(parts)
+        value = "".join(parts).replace("\x00", "")
     return _WS_RE.sub(" ", value).strip()
 
 
 def normalize_message_id(value: str | None) -> str | None:
-    """Return the first ``<id>`` of a header, wrapping a bare id in brackets; None when empty."""
+    """Return the first ``<id>`` of a header, wrapping a bare id in brackets; None when empty.
+
+    None too for an id longer than a header line may be (998, RFC 5322 2.1.1): none is.
+    """
     if not value:
         return None
     found = _MSGID_RE.search(value)
     if found:
-        return found.group(0)
-    bare = value.strip().split()
-    # Some clients write the id without angle brackets.
-    return f"<{bare[0]}>" if bare else None
+        msgid = found.group(0)
+    else:
+        bare = value.strip().split()
+        # Some clients write the id without angle brackets.
+        msgid = f"<{bare[0]}>" if bare else ""
+    return msgid if 0 < len(msgid) <= MAX_MESSAGE_ID_CHARS else None
 
 
 def _addresses(values: list[str]) -> list[str]:
@@ -228,8 +250,9 @@ def _parse_date(value: str | None) -> datetime | None:
         return None
     try:
         parsed = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        # Unparseable dates are common in spam and old clients; the receive time is what counts.
+    except (TypeError, ValueError, IndexError, OverflowError):
+        # Unparseable dates are common in spam and old clients (numbers too big for a C long
+        # overflow): the receive time is what counts.
         return None
     if parsed.tzinfo is None:
         # "-0000" means UTC with unknown local zone (RFC 5322 3.3).
@@ -268,14 +291,15 @@ class _Walk:
         self.embedded: list[Mapping[str, str]] = []
         self.delivery_status: str | None = None
 
-    def visit(self, part: Message, depth: int = 0) -> None:
-        ctype = part.get_content_type()
+    def visit(self, part: Message) -> None:
+        # Recursion is bounded: parse_mail refused mail nested deeper than MAX_MIME_DEPTH.
+        ctype = _raw_header_str(part.get_content_type())
         if part.is_multipart() and ctype.startswith("multipart/"):
             payload = part.get_payload()
-            if isinstance(payload, list) and depth < 20:
+            if isinstance(payload, list):
                 for sub in payload:
                     if isinstance(sub, Message):
-                        self.visit(sub, depth + 1)
+                        self.visit(sub)
             return
         if ctype in ("message/rfc822", "message/global"):
             self._visit_message(part, ctype)
@@ -283,9 +307,7 @@ class _Walk:
         if ctype == "message/delivery-status":
             self._visit_delivery_status(part)
             return
-        filename = part.get_filename()
-        if filename is not None:
-            filename = decode_header_value(filename)
+        filename = _filename(part)
         disposition = part.get_content_disposition()
         if ctype == "text/rfc822-headers":
             body = part.get_payload(decode=True)
@@ -303,7 +325,7 @@ class _Walk:
         body = part.get_payload(decode=True)
         if not isinstance(body, bytes):
             return ""
-        return decode_bytes(body, part.get_content_charset()).replace("\r\n", "\n")
+        return decode_bytes(body, part.get_content_charset()).replace("\r\n", "\n").replace("\x00", "")
 
     def _add_attachment(self, part: Message, ctype: str, filename: str | None) -> None:
         body = part.get_payload(decode=True)
@@ -321,19 +343,19 @@ class _Walk:
         )
 
     def _visit_message(self, part: Message, ctype: str) -> None:
-        payload = part.get_payload()
+        payload = part.get_payload() if part.is_multipart() else None
         inner = payload[0] if isinstance(payload, list) and payload else None
         if isinstance(inner, Message):
             self.embedded.append(MappingProxyType(_header_map(inner)))
             content = inner.as_bytes(policy=compat32)
         else:
             content = b""
-        filename = part.get_filename()
+        filename = _filename(part)
         size = len(content)
         oversize = size > self.max_attachment_bytes
         self.attachments.append(
             ParsedAttachment(
-                filename=decode_header_value(filename) if filename else None,
+                filename=filename or None,
                 content_type=ctype,
                 content=b"" if oversize else content,
                 size=size,
@@ -342,7 +364,7 @@ class _Walk:
         )
 
     def _visit_delivery_status(self, part: Message) -> None:
-        payload = part.get_payload()
+        payload = part.get_payload() if part.is_multipart() else None
         if isinstance(payload, list):
             # compat32 parses each block of status fields as a header-only Message.
             blocks = [
@@ -354,6 +376,74 @@ class _Walk:
         else:
             body = part.get_payload(decode=True)
             self.delivery_status = decode_bytes(body, "utf-8") if isinstance(body, bytes) else ""
+
+
+def _filename(part: Message) -> str | None:
+    """The part's filename (RFC 2231 or RFC 2047), decoded."""
+    name = part.get_filename()
+    return None if name is None else decode_header_value(name)
+
+
+class _BoundedMessage(Message):
+    """compat32's Message, safe on hostile headers (the parser itself reads their parameters).
+
+    Refuses, as the parser stores them, more header fields than ``MAX_HEADER_FIELDS`` in a part and
+    any longer than ``MAX_HEADER_FIELD_CHARS`` (the stdlib parses parameters in quadratic time,
+    RFC 2047 words too); takes parameters the stdlib cannot decode as absent, and drops NULs from
+    them (a NUL in a charset label makes every ``str(bytes, label)`` of the stdlib raise).
+    """
+
+    def set_raw(self, name: str, value: Any) -> None:
+        if len(self) >= MAX_HEADER_FIELDS:
+            raise MalformedMailError(f"the mail or a part has more than {MAX_HEADER_FIELDS} header fields")
+        if isinstance(value, str) and len(value) > MAX_HEADER_FIELD_CHARS:
+            raise MalformedMailError(
+                f"a {name} header field is longer than {MAX_HEADER_FIELD_CHARS} characters"
+            )
+        super().set_raw(name, value)
+
+    def get_params(self, failobj: Any = None, header: str = "content-type", unquote: bool = True) -> Any:
+        try:
+            return super().get_params(failobj, header, unquote)
+        except (TypeError, ValueError):
+            return failobj
+
+    def get_param(
+        self, param: str, failobj: Any = None, header: str = "content-type", unquote: bool = True
+    ) -> Any:
+        try:
+            value = super().get_param(param, failobj, header, unquote)
+        except (TypeError, ValueError):
+            # RFC 2231 continuations the stdlib cannot sort ("name*0" next to "name*"): as if absent.
+            return failobj
+        if isinstance(value, tuple):
+            return tuple(v.replace("\x00", "") if isinstance(v, str) else v for v in value)
+        return value.replace("\x00", "") if isinstance(value, str) else value
+
+
+def _parse_bounded(raw: bytes) -> Message:
+    """Parse with compat32; raise `MalformedMailError` for mail beyond the ``MAX_*`` limits."""
+    too_deep = f"the mail's MIME parts are nested more than {MAX_MIME_DEPTH} levels deep"
+    try:
+        msg = email.message_from_bytes(raw, _class=_BoundedMessage, policy=compat32)
+    except RecursionError:
+        # The parser recursed once per level until Python's limit (about 300 levels): far deeper.
+        raise MalformedMailError(too_deep) from None
+    # Depth first, without recursion: (part, depth) pairs.
+    stack: list[tuple[Message, int]] = [(msg, 0)]
+    parts = 0
+    while stack:
+        part, depth = stack.pop()
+        parts += 1
+        if depth > MAX_MIME_DEPTH:
+            raise MalformedMailError(too_deep)
+        if parts > MAX_MIME_PARTS:
+            raise MalformedMailError(f"the mail has more than {MAX_MIME_PARTS} MIME parts")
+        # get_payload() of a leaf part decodes with its charset label: only containers are opened.
+        payload = part.get_payload() if part.is_multipart() else None
+        if isinstance(payload, list):
+            stack.extend((sub, depth + 1) for sub in payload if isinstance(sub, Message))
+    return msg
 
 
 def _derived_message_id(raw_sha256: str) -> str:
@@ -390,7 +480,7 @@ def parse_mail(raw: bytes, *, max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT
     stripped = raw.lstrip(b"\r\n\t ")
     if not stripped:
         raise MalformedMailError("the mail is empty")
-    msg = email.message_from_bytes(stripped, policy=compat32)
+    msg = _parse_bounded(stripped)
     headers = _header_map(msg)
     if not headers:
         msg, headers = _after_banner(stripped)
@@ -400,7 +490,7 @@ def parse_mail(raw: bytes, *, max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT
     html = "\n".join(walk.htmls) if walk.htmls else None
     text = "\n".join(t for t in walk.texts if t.strip())
     if not text.strip() and html:
-        text = html_to_text(html)
+        text = html_to_text(html[:MAX_HTML_TO_TEXT_CHARS])
 
     from_values = msg.get_all("From") or []
     sender_name = ""
@@ -408,7 +498,10 @@ def parse_mail(raw: bytes, *, max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT
     if from_values:
         name, addr = email.utils.parseaddr(_decoded_address_header(str(from_values[0])))
         sender = addr.strip().lower()
-        sender_name = _WS_RE.sub(" ", name).strip("\"' ")
+        if len(sender) > MAX_ADDRESS_CHARS or not sender.isprintable() or " " in sender:
+            # Not an address a reply could go to (control characters, a 1,000-letter "address").
+            sender = ""
+        sender_name = _WS_RE.sub(" ", name).replace("\x00", "").strip("\"' ")
     if not sender and not text.strip() and not html and not walk.attachments:
         raise MalformedMailError("the mail has no sender and no body")
 
@@ -430,7 +523,7 @@ def parse_mail(raw: bytes, *, max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT
         attachments=walk.attachments,
         headers=MappingProxyType(headers),
         raw_sha256=raw_sha256,
-        content_type=msg.get_content_type(),
+        content_type=_raw_header_str(msg.get_content_type()),
         embedded_headers=tuple(walk.embedded),
         delivery_status=walk.delivery_status,
         defects=tuple(type(d).__name__ for d in msg.defects),

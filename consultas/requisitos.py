@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from typing import Final
 
+from consultas.reply_parsing import split_reply
 from consultas.validators import (
     normalize_email,
     normalize_phone,
@@ -21,7 +22,6 @@ from consultas.validators import (
     validate_full_name,
     validate_ruc,
 )
-from consultas.reply_parsing import split_reply
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,5 +45,9 @@ def _parse(args: argparse.Namespace) -> int:
     except MalformedMailError as exc:
         print(f"consultas parse: error: not a mail: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(result, ensure_ascii=False, indent=2))
+    try:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    except UnicodeEncodeError:
+        # A terminal whose encoding lacks a character of the mail: the same JSON, escaped.
+        print(json.dumps(result, ensure_ascii=True, indent=2))
     return 0

@@ -401,8 +401,10 @@ def _commit_batch(
                 )
         except _DATABASE_DOWN as exc:
             raise TransientError(f"database unavailable: {exc}") from exc
-        except Exception:  # a mail of the batch failed: the batch rolled back, redo it one by one
-            logger.info("a batch of %d mails failed; retrying them one by one", len(batch), exc_info=True)
+        except Exception as exc:  # a mail of the batch failed: the batch rolled back, redo it one by one
+            # One line; the traceback only at DEBUG (hostile mail must not fill the output with them).
+            logger.info("a batch of %d mails failed (%s); retrying them one by one", len(batch), _reason(exc))
+            logger.debug("the batch's error", exc_info=True)
         else:
             outcome.done.extend(uid for uid, _ in batch)
             outcome.counts.update(kinds)
@@ -436,7 +438,8 @@ def _commit_one(
     except _DATABASE_DOWN as exc:
         raise TransientError(f"database unavailable: {exc}") from exc
     except Exception as exc:  # loop boundary: keep the mail aside, go on with the next ones
-        logger.warning("mail UID %d of %s quarantined: %s", uid, context.state_key, exc, exc_info=True)
+        logger.warning("mail UID %d of %s quarantined: %s", uid, context.state_key, _reason(exc)[:200])
+        logger.debug("mail UID %d failed", uid, exc_info=True)
         try:
             with context.sessions.begin() as session:
                 outbox_after = _outbox_high_water(session, context)

@@ -190,7 +190,8 @@ def _process_batch(
             except _INFRASTRUCTURE_ERRORS:
                 raise
             except Exception as exc:  # a bug or a malformed mail: quarantine this one, go on
-                failed.append((name, raw, f"{type(exc).__name__}: {exc}"))
+                logger.debug("maildir file %s failed", name, exc_info=True)
+                failed.append((name, raw, _reason(exc)))
                 continue
             done.append(name)
             counts.count(outcome)
@@ -245,14 +246,22 @@ def _process_batch_at_once(
             new_outbox = pending_after(session, first_outbox) if on_committed else []
     except _INFRASTRUCTURE_ERRORS:
         raise
-    except Exception:  # one mail failed: the caller redoes the batch with a savepoint per mail
-        logger.info("a batch of %d mails failed; redoing it mail by mail", len(names), exc_info=True)
+    except Exception as exc:  # one mail failed: the caller redoes the batch with a savepoint per mail
+        # One line (the failing mail's reason is logged again when it is quarantined); the
+        # traceback only at DEBUG: hostile mail must not fill the service's output with them.
+        logger.info("a batch of %d mails failed (%s); redoing it mail by mail", len(names), _reason(exc))
+        logger.debug("the batch's error", exc_info=True)
         return None
     for name in done:
         maildir.move_to(name, PROCESSED_FOLDER)
     if on_committed and new_outbox:
         on_committed(sorted(set(new_outbox)))
     return counts
+
+
+def _reason(exc: Exception) -> str:
+    """The one-line reason a failed mail is quarantined with."""
+    return f"{type(exc).__name__}: {exc}"
 
 
 async def run_maildir_loop(

@@ -364,6 +364,8 @@ def quarantine_mail(
     Message-ID stays free: a re-read after a fix is processed normally, not taken for a duplicate.
     Call it in a fresh transaction (the failed one was rolled back).
     """
+    # PostgreSQL's text columns refuse NUL, and an error may quote the mail's bytes.
+    reason = reason.replace("\x00", "")
     sha = hashlib.sha256(raw).hexdigest()
     existing = session.scalar(
         select(Message).where(
@@ -417,5 +419,5 @@ def _header_message_id(raw: bytes) -> str | None:
     head = raw[:65536].split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
     for line in head.splitlines():
         if line[:11].lower() == b"message-id:":
-            return normalize_message_id(line[11:].decode("ascii", "replace"))
+            return normalize_message_id(line[11:].decode("ascii", "replace").replace("\x00", ""))
     return None

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from consultas.cliargs import Once
 from consultas.errors import RegistryError
 
 
@@ -56,8 +57,8 @@ def register(subparsers: Any) -> None:
     classify.add_argument(
         "--retrain", action="store_true", help="rebuild the classifier's model from the database and store it"
     )
-    classify.add_argument("--red", metavar="FILE.yaml", type=Path, help="use this registry file")
-    classify.add_argument("--tema", help="the bot theme (organo code or ADMINISTRATIVA)")
+    classify.add_argument("--red", action=Once, metavar="FILE.yaml", type=Path, help="use this registry file")
+    classify.add_argument("--tema", action=Once, help="the bot theme (organo code or ADMINISTRATIVA)")
     classify.set_defaults(handler=_classify)
 
 

@@ -39,6 +39,7 @@ from consultas.mime import ParsedMail
 from consultas.models import Consulta, ConsultaStatus, Message, MessageKind, Outbox
 from consultas.numbering import find_numbers
 from consultas.outbox import enqueue_mail
+from consultas.reply_parsing import RedCommands, parse_red_commands, strip_reply
 from routing.answer import answering_organo_name, send_answer
 from routing.assignment import (
     OGDAU,
@@ -52,7 +53,6 @@ from routing.corrections import SOURCE_ADMINISTRATIVA, SOURCE_DERIVAR, record_co
 from routing.derivation import derivar, return_to_ogdau
 from routing.red_registry import active_organos, is_any_red_member, is_red_member
 from routing.reply_address import find_reply_token, make_reply_address, redact_address
-from consultas.reply_parsing import RedCommands, parse_red_commands, strip_reply
 
 logger = logging.getLogger(__name__)
 

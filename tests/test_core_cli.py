@@ -111,3 +111,79 @@ def test_a_dot_env_file_in_the_working_directory_is_read(tmp_path: Path) -> None
         env={"CONSULTAS_NON_WORKING_DAYS": ""},
     )  # fmt: skip
     assert json.loads(overridden.stdout) == {"presented": "2024-11-28", "due": "2024-12-13"}
+
+
+# Options given twice: several values accumulate, a single value refuses the second ---------------
+
+
+def _deadline_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, str]:
+    assert main(["deadline", "--received", "2024-12-13T17:00:00-05:00", *args]) == 0
+    result: dict[str, str] = json.loads(capsys.readouterr().out)
+    return result
+
+
+def test_a_repeated_non_working_option_counts_every_date(capsys: pytest.CaptureFixture[str]) -> None:
+    repeated = _deadline_json(capsys, "--non-working", "2024-12-23", "--non-working", "2024-12-24")
+
+    assert repeated == _deadline_json(capsys, "--non-working", "2024-12-23", "2024-12-24")
+    assert repeated != _deadline_json(capsys, "--non-working", "2024-12-24")
+    assert repeated != _deadline_json(capsys, "--non-working", "2024-12-23")
+
+
+def test_repeated_non_working_options_match_the_same_days_set_in_the_environment(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repeated = _deadline_json(capsys, "--non-working", "2024-12-23", "--non-working", "2024-12-24")
+    monkeypatch.setenv("CONSULTAS_NON_WORKING_DAYS", "2024-12-23,2024-12-24")
+    assert _deadline_json(capsys) == repeated
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["deadline", "--received", "2024-11-27T17:00:00-05:00", "--days", "5", "--days", "10"],
+        ["deadline", "--received", "2024-11-27T17:00:00-05:00", "--received", "2024-11-28T09:00:00"],
+        ["report", "--quarter", "2024Q3", "--quarter", "2024Q4"],
+        ["digest", "--date", "2024-12-02", "--date", "2024-12-03"],
+        ["worker", "--threads", "2", "--threads", "8"],
+        ["classify", "-", "--tema", "DGPP", "--tema", "ADMINISTRATIVA"],
+    ],
+    ids=lambda args: " ".join(args[:1] + [a for a in args if a.startswith("--")][-1:]),
+)
+def test_an_option_that_takes_one_value_given_twice_stops_the_command(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--help"])  # the second value stops the command before --help is reached
+
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    option = [a for a in args if a.startswith("--")][-1]
+    assert f"argument {option}: given more than once" in err.splitlines()[-1]
+    assert "Traceback" not in err
+
+
+def _options(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> list[tuple[str, argparse.Action]]:
+    found: list[tuple[str, argparse.Action]] = []
+    for action in parser._actions:  # argparse offers no public walk over options
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += _options(sub, (*path, name))
+        elif action.option_strings and action.nargs != 0 and not isinstance(action, argparse._HelpAction):
+            found.append((f"consultas {' '.join(path)} {action.option_strings[-1]}", action))
+    return found
+
+
+def test_no_option_of_any_command_keeps_only_its_last_value() -> None:
+    from consultas.cliargs import Once
+
+    options = _options(build_parser())
+    assert len(options) >= 10
+    silent = [
+        name
+        for name, action in options
+        if not isinstance(action, (argparse._ExtendAction, argparse._AppendAction, Once))
+    ]
+    assert silent == []

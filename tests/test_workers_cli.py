@@ -79,3 +79,37 @@ def test_worker_and_outbox_commands_explain_themselves(
         main(command)
     assert exit_info.value.code == 0
     assert "usage: consultas " + command[0] in capsys.readouterr().out
+
+
+def test_retry_puts_back_every_row_named_by_repeated_or_listed_ids(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from consultas.db import make_engine, make_sessionmaker
+
+    monkeypatch.setenv("CONSULTAS_DATABASE_URL", db_url)
+    monkeypatch.setenv("CONSULTAS_SECRET_KEY", "test-secret")
+    engine = make_engine(db_url)
+    sessions = make_sessionmaker(engine)
+    try:
+        ids = queue_mails(sessions, 5, key="retry")
+        with sessions.begin() as session:
+            for row_id in ids:
+                row = session.get(Outbox, row_id)
+                assert row is not None
+                row.status, row.attempts, row.last_error = OutboxStatus.FAILED, 3, "550 refused"
+
+        assert main(["outbox", "--retry", str(ids[0]), "--retry", str(ids[1])]) == 0
+        assert "2 row(s) back in the queue" in capsys.readouterr().out
+        assert main(["outbox", "--retry", str(ids[2]), str(ids[3])]) == 0
+        assert "2 row(s) back in the queue" in capsys.readouterr().out
+        # A row that is not failed is named; the failed one given with it is still put back.
+        assert main(["outbox", "--retry", str(ids[0]), "--retry", str(ids[4])]) == 1
+        captured = capsys.readouterr()
+        assert f"outbox row {ids[0]} is not failed" in captured.err
+        assert "1 row(s) back in the queue" in captured.out
+
+        with sessions() as session:
+            rows = [session.get(Outbox, row_id) for row_id in ids]
+            assert [(r.status, r.attempts) for r in rows if r] == [(OutboxStatus.PENDING, 0)] * 5
+    finally:
+        engine.dispose()

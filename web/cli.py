@@ -11,6 +11,8 @@ from typing import Any
 
 from starlette.types import ASGIApp
 
+from consultas.cliargs import Once
+
 
 def register(subparsers: Any) -> None:
     web = subparsers.add_parser(
@@ -19,7 +21,12 @@ def register(subparsers: Any) -> None:
         description="The Anexo N° 1 form at /, the status page at /estado and the API at /api/v1.",
     )
     web.add_argument(
-        "--workers", type=int, default=1, metavar="N", help="uvicorn worker processes (default 1)"
+        "--workers",
+        action=Once,
+        type=int,
+        default=1,
+        metavar="N",
+        help="uvicorn worker processes (default 1)",
     )
     web.set_defaults(handler=_web)
 

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from consultas.cliargs import REPEATABLE, Once
 from consultas.settings import Settings, load_settings
 from workers.followup_cli import register_followup_commands
 
@@ -29,8 +30,10 @@ def _register_worker(subparsers: Any) -> None:
             "outbox sweep. Stop with Ctrl-C / SIGTERM (running sends finish first)."
         ),
     )
-    worker.add_argument("--processes", type=int, default=1, help="worker processes (Redis only; default 1)")
-    worker.add_argument("--threads", type=int, default=4, help="threads per process (default 4)")
+    worker.add_argument(
+        "--processes", action=Once, type=int, default=1, help="worker processes (Redis only; default 1)"
+    )
+    worker.add_argument("--threads", action=Once, type=int, default=4, help="threads per process (default 4)")
     worker.set_defaults(handler=_worker)
 
 
@@ -42,7 +45,13 @@ def _register_outbox(subparsers: Any) -> None:
     )
     outbox.add_argument("--failed", action="store_true", help="list failed rows instead of pending ones")
     retry = outbox.add_mutually_exclusive_group()
-    retry.add_argument("--retry", type=int, metavar="ID", help="put failed row ID back in the queue")
+    retry.add_argument(
+        "--retry",
+        **REPEATABLE,
+        type=int,
+        metavar="ID",
+        help="put failed rows back in the queue (repeatable: --retry 3 5 = --retry 3 --retry 5)",
+    )
     retry.add_argument("--retry-all", action="store_true", help="put every failed row back in the queue")
     outbox.add_argument("--json", action="store_true", help="print JSON instead of a table")
     outbox.set_defaults(handler=_outbox)
@@ -101,12 +110,14 @@ def _outbox(args: argparse.Namespace) -> int:
     sessions = make_sessionmaker(engine)
     try:
         if args.retry is not None or args.retry_all:
-            ids = retry_rows(sessions, now=SystemClock().now(), outbox_id=args.retry)
-            if args.retry is not None and not ids:
-                print(f"consultas: error: outbox row {args.retry} is not failed", file=sys.stderr)
-                return 1
+            wanted = None if args.retry is None else sorted(set(args.retry))
+            ids = retry_rows(sessions, now=SystemClock().now(), outbox_ids=wanted)
             hinted = _hint(settings, ids)
             print(f"{len(ids)} row(s) back in the queue" + ("" if hinted else " (sent by the next sweep)"))
+            not_failed = [str(i) for i in wanted or () if i not in ids]
+            if not_failed:
+                print(f"consultas: error: outbox row {', '.join(not_failed)} is not failed", file=sys.stderr)
+                return 1
             return 0
         rows = list_rows(sessions, failed=args.failed)
     finally:

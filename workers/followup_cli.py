@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from consultas.cliargs import Once
 from consultas.clock import SystemClock
 from consultas.context import ServiceConfig
 from consultas.errors import ConfigurationError
@@ -28,7 +29,7 @@ def register_followup_commands(subparsers: Any) -> None:
         help="print OGDAU's daily digest and queue it by mail (once per date)",
         description="Pending, due-soon and overdue per órgano; subsanación, quarantine, failed sends.",
     )
-    digest.add_argument("--date", type=_date, help="Lima date YYYY-MM-DD (default: today)")
+    digest.add_argument("--date", action=Once, type=_date, help="Lima date YYYY-MM-DD (default: today)")
     digest.add_argument("--dry-run", action="store_true", help="print only; queue no mail")
     digest.add_argument("--json", action="store_true", help="print JSON instead of text")
     digest.set_defaults(handler=_digest)
@@ -38,8 +39,8 @@ def register_followup_commands(subparsers: Any) -> None:
         help="the quarterly report per órgano (directive 6.3)",
         description="Columns are defined in workers/reports.py and in the report mail itself.",
     )
-    report.add_argument("--quarter", required=True, help="e.g. 2024Q4")
-    report.add_argument("--format", choices=("text", "csv"), default="text")
+    report.add_argument("--quarter", action=Once, required=True, help="e.g. 2024Q4")
+    report.add_argument("--format", action=Once, choices=("text", "csv"), default="text")
     report.add_argument("--send", action="store_true", help="also mail it (CSV attached) to OGSU and OGDAU")
     report.set_defaults(handler=_report)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -53,13 +54,21 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def retry_rows(sessions: sessionmaker[Session], *, now: datetime, outbox_id: int | None = None) -> list[int]:
-    """Put failed rows (all, or one) back as pending with fresh attempts; return their ids."""
+def retry_rows(
+    sessions: sessionmaker[Session], *, now: datetime, outbox_ids: Collection[int] | None = None
+) -> list[int]:
+    """Put failed rows (all, or those of ``outbox_ids``) back as pending with fresh attempts.
+
+    Returns the ids put back: those of ``outbox_ids`` that were failed.
+    """
     with sessions.begin() as session:
         query = select(Outbox.id).where(Outbox.status == OutboxStatus.FAILED)
-        if outbox_id is not None:
-            query = query.where(Outbox.id == outbox_id)
+        if outbox_ids is not None:
+            query = query.where(Outbox.id.in_(outbox_ids))
         ids = list(session.scalars(query.order_by(Outbox.id)))
-        if ids:
-            retry_failed(session, now=now, outbox_id=outbox_id)
+        if outbox_ids is None and ids:
+            retry_failed(session, now=now)
+        elif outbox_ids is not None:
+            for outbox_id in ids:
+                retry_failed(session, now=now, outbox_id=outbox_id)
     return ids
