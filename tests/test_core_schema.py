@@ -49,7 +49,7 @@ def test_db_upgrade_command_creates_the_embedded_database_and_is_repeatable(tmp_
         [sys.executable, "-m", "consultas.cli", "db", "current"],
         cwd=tmp_path, capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"},
     )  # fmt: skip
-    assert current.stdout.strip() == "0002"
+    assert current.stdout.strip() == "0007_ops"
 
 
 def test_opening_the_database_warns_when_postgresql_autovacuum_is_off(
