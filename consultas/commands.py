@@ -34,6 +34,10 @@ def register(subparsers: Any) -> None:
     deadline.add_argument("--days", type=int, default=None, help="working days allowed (default 10)")
     deadline.set_defaults(handler=_deadline)
 
+    from consultas import ops_cli
+
+    ops_cli.register(subparsers)  # calendar, retention, citizen, watchdog
+
 
 def _db_upgrade(args: argparse.Namespace) -> int:
     from consultas.db import upgrade
