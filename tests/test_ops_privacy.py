@@ -124,3 +124,36 @@ def test_a_citizen_exports_then_erases_their_closed_consultas(
     with sessions() as session:
         actions = sorted(a for a, in session.execute(select(PrivacyRun.action)))
     assert actions == ["erase", "erase", "export", "export"]
+
+
+def test_the_daily_retention_job_anonymises_what_is_older_than_the_retention_years(
+    db_url: str, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from consultas.clock import FixedClock
+    from consultas.settings import Settings
+    from workers.broker import configure_broker
+    from workers.runtime import close_runtime, init_runtime
+
+    setup_three(sessions)
+    settings = Settings(_env_file=None, database_url=db_url, var_dir=tmp_path, secret_key="k", retention_years=5)
+    clock = FixedClock(datetime(2030, 3, 12, 12, 0, tzinfo=UTC))  # cut-off 12 March 2025: nothing yet
+    configure_broker("memory")
+    from workers.retention import run_retention_job
+
+    init_runtime(settings, clock=clock)
+    try:
+        run_retention_job.fn()
+        clock.set(datetime(2030, 3, 13, 12, 0, tzinfo=UTC))  # cut-off 13 March: the two answered ones
+        run_retention_job.fn()
+    finally:
+        close_runtime()
+    with sessions() as session:
+        runs = session.execute(select(PrivacyRun.actor, PrivacyRun.consultas, PrivacyRun.detail)).all()
+        names = sorted(str(n) for n in session.scalars(select(Consulta.full_name)) if n)
+    assert runs == [
+        ("scheduler", 0, {"before": "2025-03-12"}),
+        ("scheduler", 2, {"before": "2025-03-13"}),
+    ]
+    assert names == [CITIZENS[2].name]

@@ -49,6 +49,7 @@ ACTOR_MODULES: list[str] = [
     "workers.reminders",
     "workers.digest",
     "workers.reports",
+    "workers.retention",
 ]
 
 #: Broker-wide defaults; every actor still sets its own options explicitly (STYLE 7).

@@ -8,7 +8,8 @@ a missed or doubled trigger is harmless and the next one catches up.
   ``send_daily_digest(today)``; the first tick of the day (08:30) sends the digest, later ticks
   find it queued (or catch it up if 08:30 was missed); the actors skip holidays themselves;
 - 08:45 Lima, Monday-Friday: ``send_quarterly_report(previous quarter)``; the actor only acts
-  from the first working day after the quarter, once, within its catch-up window.
+  from the first working day after the quarter, once, within its catch-up window;
+- 03:00 Lima, every day: ``run_retention_job`` (anonymise what CONSULTAS_RETENTION_YEARS allows no more).
 Run one scheduler per deployment (two would only enqueue harmless duplicates).
 """
 
@@ -69,6 +70,13 @@ def outbox_tick() -> list[str]:
     return ["sweep_outbox"] if send_hint(sweep_outbox) else []
 
 
+def retention_tick() -> list[str]:
+    """Enqueue the daily retention run (CONSULTAS_RETENTION_YEARS)."""
+    from workers.retention import run_retention_job
+
+    return ["run_retention_job"] if send_hint(run_retention_job) else []
+
+
 def build_scheduler(calendar: WorkingCalendar, clock: Clock, *, background: bool = False) -> BaseScheduler:
     """A scheduler (blocking for the process, background for embedded use) with our four triggers."""
     tz = calendar.tz
@@ -104,6 +112,9 @@ def build_scheduler(calendar: WorkingCalendar, clock: Clock, *, background: bool
         args=followup,
         id="quarterly_report",
         **options,
+    )
+    scheduler.add_job(
+        retention_tick, CronTrigger(hour="3", minute="0", timezone=tz), id="retention", **options
     )
     return scheduler
 
