@@ -29,7 +29,9 @@ def register(subparsers: Any) -> None:
         description="Adding or removing a day recomputes the due date of every open consulta it affects.",
     )
     calendar_sub = calendar.add_subparsers(dest="calendar_command", metavar="ACTION", required=True)
-    add = calendar_sub.add_parser("add-day", help="declare DATE non-working and move the deadlines it affects")
+    add = calendar_sub.add_parser(
+        "add-day", help="declare DATE non-working and move the deadlines it affects"
+    )
     add.add_argument("day", metavar="DATE", type=_date_arg, help="YYYY-MM-DD")
     add.add_argument("--decree", required=True, help='the decree, e.g. "D.S. N° 123-2025-PCM"')
     add.set_defaults(handler=_calendar_add)
@@ -144,7 +146,10 @@ def _calendar_list(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     with _database(settings) as (_, sessions), sessions() as session:
-        rows = [{"day": d.isoformat(), "decree": text, "source": "database"} for d, text in decreed_days(session).items()]
+        rows = [
+            {"day": d.isoformat(), "decree": text, "source": "database"}
+            for d, text in decreed_days(session).items()
+        ]
     known = {row["day"] for row in rows}
     rows += [
         {"day": d.isoformat(), "decree": "", "source": "CONSULTAS_NON_WORKING_DAYS"}
@@ -184,7 +189,9 @@ def _retention(args: argparse.Namespace) -> int:
         if not args.dry_run:
             compact_storage(engine)
     verb = "would be anonymised (dry run)" if args.dry_run else "anonymised"
-    print(f"{result.consultas} consulta(s) closed before {args.before.isoformat()} {verb}; run {result.run_id}")
+    print(
+        f"{result.consultas} consulta(s) closed before {args.before.isoformat()} {verb}; run {result.run_id}"
+    )
     return 0
 
 
@@ -207,7 +214,9 @@ def _citizen_erase(args: argparse.Namespace) -> int:
     settings = load_settings()
     with _database(settings) as (engine, sessions):
         with sessions.begin() as session:
-            result, still_open = erase_citizen(session, args.document, actor=_actor(), now=SystemClock().now())
+            result, still_open = erase_citizen(
+                session, args.document, actor=_actor(), now=SystemClock().now()
+            )
         compact_storage(engine)
     print(
         f"{result.consultas} closed consulta(s) anonymised; {still_open} open one(s) kept until they close; "

@@ -156,9 +156,17 @@ def run_retention(
     if not dry_run:
         anonymise(session, ids, now=now)
     run = record_run(
-        session, "retention", actor=actor, now=now, consultas=len(ids), dry_run=dry_run, before=before.isoformat()
+        session,
+        "retention",
+        actor=actor,
+        now=now,
+        consultas=len(ids),
+        dry_run=dry_run,
+        before=before.isoformat(),
     )
-    logger.info("retention before %s: %d consultas %s", before, len(ids), "found" if dry_run else "anonymised")
+    logger.info(
+        "retention before %s: %d consultas %s", before, len(ids), "found" if dry_run else "anonymised"
+    )
     return PrivacyResult("retention", len(ids), dry_run, run.id)
 
 

@@ -88,6 +88,13 @@ def build_pieces(
             )
 
         pieces["maildir"] = maildir_loop
+    if settings.imap_host or settings.smtp_host:
+        from workers.watchdog import run_watchdog
+
+        async def watchdog(stop: asyncio.Event) -> None:
+            await run_watchdog(settings, sessions, config, clock, stop, on_alert=hint_send_batches)
+
+        pieces["watchdog"] = watchdog
     if settings.telegram_token.get_secret_value():
         from bot.app import run_bot
 

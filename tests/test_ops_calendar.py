@@ -102,11 +102,17 @@ def test_adding_a_decreed_day_moves_exactly_the_open_consultas_it_falls_within(
     mails = plazo_mails(sessions)
     assert [str(m["To"]) for m in mails] == [f"ciudadano{n}@example.pe" for n in (1, 2, 3)]
     first = text_of(mails[0])
-    assert "jueves 27 de marzo de 2025" in first and DECREE in first and "CONS-2025-000001" in str(mails[0]["Subject"])
+    assert (
+        "jueves 27 de marzo de 2025" in first
+        and DECREE in first
+        and "CONS-2025-000001" in str(mails[0]["Subject"])
+    )
 
     # Listed, and a second add of the same day is refused with one line
     assert main(["calendar", "list", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == [{"day": "2025-03-21", "decree": DECREE, "source": "database"}]
+    assert json.loads(capsys.readouterr().out) == [
+        {"day": "2025-03-21", "decree": DECREE, "source": "database"}
+    ]
     assert main(["calendar", "add-day", DAY.isoformat(), "--decree", DECREE]) == 1
     assert "already a decreed non-working day" in capsys.readouterr().err
     assert due_dates(sessions)["CONS-2025-000001"] == date(2025, 3, 27)

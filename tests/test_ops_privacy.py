@@ -69,7 +69,10 @@ def test_retention_leaves_no_personal_data_and_the_quarterly_csv_identical(
     assert main(["retention", "--before", "2025-03-13", "--dry-run"]) == 0
     assert "2 consulta(s) closed before 2025-03-13 would be anonymised (dry run)" in capsys.readouterr().out
     with sessions() as session:
-        assert session.scalar(select(Consulta.full_name).where(Consulta.number == numbers[0])) == CITIZENS[0].name
+        assert (
+            session.scalar(select(Consulta.full_name).where(Consulta.number == numbers[0]))
+            == CITIZENS[0].name
+        )
 
     assert main(["retention", "--before", "2025-03-13"]) == 0
     assert "2 consulta(s) closed before 2025-03-13 anonymised" in capsys.readouterr().out
@@ -82,8 +85,9 @@ def test_retention_leaves_no_personal_data_and_the_quarterly_csv_identical(
     with sessions() as session:
         assert report_csv(build_report(session, config=CONFIG, quarter=Q1)) == csv_before
         kept = session.execute(
-            select(Consulta.number, Consulta.status, Consulta.organo_code, Consulta.presented_on)
-            .order_by(Consulta.number)
+            select(Consulta.number, Consulta.status, Consulta.organo_code, Consulta.presented_on).order_by(
+                Consulta.number
+            )
         ).all()
         runs = session.execute(select(PrivacyRun.action, PrivacyRun.dry_run, PrivacyRun.consultas)).all()
     assert [(n, s) for n, s, _, _ in kept] == [
@@ -122,7 +126,7 @@ def test_a_citizen_exports_then_erases_their_closed_consultas(
     assert "0 closed consulta(s) anonymised; 1 open one(s) kept" in capsys.readouterr().out
     assert main(["citizen", "export", "99999999"]) == 1
     with sessions() as session:
-        actions = sorted(a for a, in session.execute(select(PrivacyRun.action)))
+        actions = sorted(a for (a,) in session.execute(select(PrivacyRun.action)))
     assert actions == ["erase", "erase", "export", "export"]
 
 
@@ -137,7 +141,9 @@ def test_the_daily_retention_job_anonymises_what_is_older_than_the_retention_yea
     from workers.runtime import close_runtime, init_runtime
 
     setup_three(sessions)
-    settings = Settings(_env_file=None, database_url=db_url, var_dir=tmp_path, secret_key="k", retention_years=5)
+    settings = Settings(
+        _env_file=None, database_url=db_url, var_dir=tmp_path, secret_key="k", retention_years=5
+    )
     clock = FixedClock(datetime(2030, 3, 12, 12, 0, tzinfo=UTC))  # cut-off 12 March 2025: nothing yet
     configure_broker("memory")
     from workers.retention import run_retention_job

@@ -1,0 +1,177 @@
+"""The watchdog loop (a piece of ``consultas serve``): probe IMAP and SMTP, then apply the incidents.
+
+Every ``CONSULTAS_WATCHDOG_INTERVAL_S``: a fresh IMAP login (independent of the poller's long-lived
+connection, so an expired password or a full server shows even while an old session still works)
+that also notes the oldest mail waiting in the intake folder; an SMTP session (EHLO, login, NOOP);
+the decreed days reloaded into the calendar; then ``consultas.watchdog`` decides and alerts.
+The rules live there; this module only talks to the servers, with the settings' timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import aiosmtplib
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session, sessionmaker
+
+from consultas.clock import Clock
+from consultas.context import ServiceConfig
+from consultas.decreed_days import refresh_calendar
+from consultas.errors import TransientError
+from consultas.models import OpsProbe
+from consultas.settings import Settings
+from consultas.watchdog import (
+    IMAP_LOGIN,
+    SMTP,
+    IncidentChange,
+    apply_incidents,
+    evaluate,
+    probe_views,
+    record_probe,
+)
+from intake.imap_client import connect
+
+logger = logging.getLogger(__name__)
+
+#: Called with the outbox ids of the alerts a tick queued (the workers' send hint).
+AlertHook = Callable[[list[int]], object]
+
+
+async def probe_imap(settings: Settings) -> tuple[bool, str | None, dict[str, Any]]:
+    """Log in afresh and look at the intake folder: (ok, error, {"oldest_uid", "uidvalidity", "waiting"})."""
+    try:
+        async with connect(settings) as connection:
+            selected = await connection.select(settings.imap_folder)
+            uids = await connection.search_uids()
+    except TransientError as exc:
+        return False, str(exc), {}
+    return (
+        True,
+        None,
+        {
+            "oldest_uid": min(uids) if uids else None,
+            "uidvalidity": selected.uidvalidity,
+            "waiting": len(uids),
+        },
+    )
+
+
+async def probe_smtp(settings: Settings) -> tuple[bool, str | None]:
+    """Open an SMTP session as the workers do and close it: (ok, error)."""
+    client = aiosmtplib.SMTP(
+        hostname=settings.smtp_host,
+        port=settings.smtp_port,
+        username=settings.smtp_user or None,
+        password=settings.smtp_password.get_secret_value() or None,
+        use_tls=settings.smtp_ssl,
+        start_tls=settings.smtp_starttls,
+        timeout=settings.smtp_timeout_s,
+    )
+    try:
+        await client.connect()
+        await client.noop()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+    finally:
+        if client.is_connected:
+            try:
+                await client.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                client.close()
+    return True, None
+
+
+def waiting_detail(previous: dict[str, Any], seen: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The login probe's detail: when the oldest waiting mail was first seen (by the watchdog's clock)."""
+    if seen.get("oldest_uid") is None:
+        return {"waiting": 0}
+    same = (previous.get("oldest_uid"), previous.get("uidvalidity")) == (
+        seen["oldest_uid"],
+        seen["uidvalidity"],
+    )
+    seen_at = previous.get("oldest_seen_at") if same and previous.get("oldest_seen_at") else now.isoformat()
+    return {**seen, "oldest_seen_at": seen_at}
+
+
+async def watchdog_tick(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    config: ServiceConfig,
+    clock: Clock,
+    *,
+    watching_since: datetime,
+) -> tuple[list[IncidentChange], list[int]]:
+    """Probe, record, decide and alert once; returns the incident changes and the alerts' outbox ids."""
+    imap = bool(settings.imap_host)
+    smtp = bool(settings.smtp_host)
+    imap_result = await probe_imap(settings) if imap else None
+    smtp_result = await probe_smtp(settings) if smtp else None
+    return await asyncio.to_thread(
+        _record_and_apply, settings, sessions, config, clock, imap_result, smtp_result, watching_since
+    )
+
+
+def _record_and_apply(  # noqa: PLR0917 (one call site, run in a thread)
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    config: ServiceConfig,
+    clock: Clock,
+    imap_result: tuple[bool, str | None, dict[str, Any]] | None,
+    smtp_result: tuple[bool, str | None] | None,
+    watching_since: datetime,
+) -> tuple[list[IncidentChange], list[int]]:
+    now = clock.now()
+    with sessions.begin() as session:
+        refresh_calendar(config.calendar, settings.non_working_days, session)
+        if imap_result is not None:
+            ok, error, seen = imap_result
+            previous = session.get(OpsProbe, IMAP_LOGIN)
+            detail = (
+                waiting_detail(dict(previous.detail or {}) if previous else {}, seen, now) if ok else None
+            )
+            record_probe(session, IMAP_LOGIN, now=now, ok=ok, error=error, detail=detail)
+        if smtp_result is not None:
+            record_probe(session, SMTP, now=now, ok=smtp_result[0], error=smtp_result[1])
+        wanted = evaluate(
+            probe_views(session),
+            now=now,
+            watching_since=watching_since,
+            imap=imap_result is not None,
+            smtp=smtp_result is not None,
+        )
+        recipients = [config.ogdau_email, *([settings.ops_email] if settings.ops_email else [])]
+        from consultas.outbox import last_id, pending_after
+
+        before = last_id(session)
+        changes = apply_incidents(session, wanted, now=now, identity=config.identity, recipients=recipients)
+        queued = pending_after(session, before) if changes else []
+    return changes, queued
+
+
+async def run_watchdog(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    config: ServiceConfig,
+    clock: Clock,
+    stop: asyncio.Event,
+    *,
+    on_alert: AlertHook | None = None,
+) -> None:
+    """Tick every ``CONSULTAS_WATCHDOG_INTERVAL_S`` until ``stop``; a failed tick is logged and retried."""
+    watching_since = clock.now()
+    while not stop.is_set():
+        try:
+            _, queued = await watchdog_tick(settings, sessions, config, clock, watching_since=watching_since)
+            if queued and on_alert is not None:
+                on_alert(queued)
+        except sa_exc.SQLAlchemyError as exc:  # the database is down: readiness says so; retry next tick
+            logger.warning("watchdog: database unavailable (%s)", type(exc).__name__)
+        try:
+            await asyncio.wait_for(stop.wait(), settings.watchdog_interval_s)
+        except TimeoutError:
+            continue
