@@ -26,6 +26,8 @@ class ServiceConfig:
     max_attachment_bytes: int
     reminder_offsets: tuple[int, ...]  # working days before the due date
     subsanacion_expiry_working_days: int
+    absence_days: int = 7  # how long an out-of-office reply keeps a Red member away (routing.absence)
+    authserv_id: str = ""  # the ministry MTA's Authentication-Results id; "" = not checked
 
     @property
     def mailbox(self) -> str:
@@ -50,4 +52,6 @@ class ServiceConfig:
             max_attachment_bytes=settings.max_attachment_bytes,
             reminder_offsets=tuple(settings.reminder_offsets),
             subsanacion_expiry_working_days=settings.subsanacion_expiry_working_days,
+            absence_days=settings.absence_days,
+            authserv_id=settings.authserv_id.strip().lower(),
         )

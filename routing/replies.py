@@ -39,6 +39,7 @@ from consultas.models import Consulta, ConsultaStatus, Message, MessageKind, Out
 from consultas.numbering import find_numbers
 from consultas.outbox import enqueue_mail
 from intake.mime import ParsedMail
+from routing.absence import clear_absence
 from routing.answer import answering_organo_name, send_answer
 from routing.assignment import (
     OGDAU,
@@ -110,6 +111,7 @@ def handle_reply(
     message.consulta_id = consulta.id
     message.kind = MessageKind.RED_REPLY
     session.flush()
+    clear_absence(session, sender, now=now, consulta=consulta)  # back from an out-of-office
     if consulta.status != ConsultaStatus.ASIGNADA:
         events.record(session, "reply_after_close", now=now, consulta=consulta, message=message, actor=sender)
         tell_ogdau(

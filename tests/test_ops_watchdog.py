@@ -61,9 +61,7 @@ class Served:
 
 
 @pytest.fixture
-def served(
-    dovecot: DovecotServer, smtp_sink: SmtpSink, db_url: str, tmp_path: Path
-) -> Iterator[Served]:
+def served(dovecot: DovecotServer, smtp_sink: SmtpSink, db_url: str, tmp_path: Path) -> Iterator[Served]:
     """`consultas serve` (intake, workers, watchdog) in a thread, on a clock the test moves."""
     settings = watched_settings(dovecot, smtp_sink, db_url, tmp_path / "var")
     clock = FixedClock(NOW)
@@ -206,3 +204,48 @@ async def test_mail_left_waiting_and_a_refusing_smtp_server_are_incidents_after_
         "Los correos de la casilla de consultas se procesan otra vez",
         "El servidor de correo saliente acepta los envíos otra vez",
     ]
+
+
+@pytest.mark.slow
+def test_metrics_parse_and_count_the_mails_that_went_through(
+    served: Served, dovecot: DovecotServer, smtp_sink: SmtpSink, sessions: sessionmaker[Session]
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from consultas.metrics import build_registry, render
+
+    for n in (1, 2, 3):
+        dovecot.deliver(citizen_mail(n), MAILBOX)
+    dovecot.deliver(
+        citizen_mail(
+            4,
+            subject="Respuesta automática: fuera de la oficina",
+            extra_headers={"Auto-Submitted": "auto-replied"},
+        ),
+        MAILBOX,
+    )
+    # Each citizen gets a confirmation, OGDAU a routed mail per consulta (no Red loaded)
+    wait_until(lambda: len(smtp_sink.messages) >= 6, what="six mails sent")
+    wait_until(lambda: dovecot.message_count(MAILBOX, "INBOX") == 0, what="an empty INBOX")
+    time.sleep(0.5)
+    registry = build_registry(
+        sessions, now=served.clock.now, calendar=ServiceConfig.from_settings(served.settings).calendar
+    )
+    body, content_type = render(registry)
+    assert content_type.startswith("text/plain")
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+    assert samples[("consultas_mails_ingested_total", ())] == 4
+    assert samples[("consultas_mails_automatic_total", ())] == 1
+    assert samples[("consultas_mails_quarantined_total", ())] == 0
+    assert samples[("consultas_consultas_admitted_total", (("channel", "email"),))] == 3
+    assert samples[("consultas_outgoing_sent_total", (("channel", "email"),))] == len(smtp_sink.messages) == 6
+    assert samples[("consultas_outgoing_pending", (("channel", "email"),))] == 0
+    assert samples[("consultas_consultas_pending", (("organo", "OGDAU"),))] == 3
+    assert samples[("consultas_consultas_overdue", (("organo", "OGDAU"),))] == 0
+    assert samples[("consultas_last_poll_timestamp_seconds", ())] == served.clock.now().timestamp()
+    assert samples[("consultas_poll_errors_total", ())] == 0
+    assert all(name.startswith("consultas_") for name, _ in samples)
