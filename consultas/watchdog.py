@@ -293,3 +293,21 @@ def watchdog_state(session: Session, *, now: datetime) -> dict[str, Any]:
         "probes": probes,
         "incidents": [incident_json(i) for i in open_incidents(session)],
     }
+
+
+def digest_incidents(session: Session, *, since: datetime) -> list[dict[str, Any]]:
+    """Incidents open now or closed since ``since``, for OGDAU's daily digest (Spanish titles)."""
+    rows = session.scalars(
+        select(OpsIncident)
+        .where(OpsIncident.closed_at.is_(None) | (OpsIncident.closed_at >= since))
+        .order_by(OpsIncident.id)
+    )
+    return [
+        {
+            "titulo": TITLES[IncidentKind(row.kind)][0],
+            "abierto": row.opened_at.isoformat(),
+            "cerrado": row.closed_at.isoformat() if row.closed_at else None,
+            "detalle": (row.detail or {}).get("detalle", ""),
+        }
+        for row in rows
+    ]

@@ -49,3 +49,37 @@ def test_an_absent_titular_is_routed_to_again_once_the_absence_days_pass(
         assert away_members(session, now=after) == []
         handed = [m for m in queued_mails(session) if m.template == "derivacion_red"]
     assert [m.to for m in handed] == [[DGPMI_TITULAR], [DGPMI_ALTERNO]] and number in handed[1].subject
+
+
+def test_the_daily_digest_shows_the_watchdog_incidents_and_the_red_members_away(
+    sessions: sessionmaker[Session],
+) -> None:
+    from datetime import date
+
+    from consultas.watchdog import IncidentKind, apply_incidents
+    from workers.digest import build_digest, render_digest
+
+    with sessions.begin() as session:
+        load_example_red(session)
+    take_in(sessions, CITIZENS[0])
+    with sessions() as session:
+        [routed] = [m for m in queued_mails(session) if m.template == "derivacion_red"]
+    reply = (
+        f"From: {DGPMI_TITULAR}\r\nTo: {routed.reply_to}\r\nSubject: Auto: {routed.subject}\r\n"
+        "Message-ID: <oof-2@mef.gob.pe>\r\nAuto-Submitted: auto-replied\r\n\r\nFuera de la oficina.\r\n"
+    ).encode()
+    with sessions.begin() as session:
+        process_inbound_mail(session, reply, mailbox=MAILBOX, config=CONFIG, now=NOW)
+        apply_incidents(
+            session,
+            {IncidentKind.SMTP_REFUSING: "El servidor SMTP rechaza la conexión."},
+            now=NOW,
+            identity=CONFIG.identity,
+            recipients=["ogdau@mef.gob.pe"],
+        )
+    with sessions() as session:
+        digest = build_digest(session, config=CONFIG, on=date(2025, 3, 13))
+    text = render_digest(digest).text
+    assert "El servidor de correo saliente rechaza los envíos: desde el miércoles 12 de marzo de 2025" in text
+    assert "(sin resolver)" in text
+    assert f"DGPMI, titular {DGPMI_TITULAR}: ausente hasta el miércoles 19 de marzo de 2025" in text
