@@ -49,6 +49,7 @@ from routing.assignment import (
     outgoing_attachments,
     tell_ogdau,
 )
+from routing.authres import authentication_failure
 from routing.derivation import derivar, return_to_ogdau
 from routing.red_registry import active_organos, is_any_red_member, is_red_member
 from routing.reply_address import find_reply_token, make_reply_address, redact_address
@@ -107,6 +108,11 @@ def handle_reply(
         who = f"titular ni alterno de {consulta.organo_code}" if consulta.organo_code else "OGDAU"
         _reject(session, mail, message, consulta, reason=f"el remitente no es {who}", config=config, now=now)
         return True
+    if config.authserv_id:  # the ministry MTA vouches for the sender (routing.authres)
+        failure = authentication_failure(message.raw or b"", sender, config.authserv_id)
+        if failure is not None:
+            _reject(session, mail, message, consulta, reason=failure, config=config, now=now)
+            return True
 
     message.consulta_id = consulta.id
     message.kind = MessageKind.RED_REPLY
