@@ -17,6 +17,7 @@ from contextlib import suppress
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from consultas.calendar import WorkingCalendar
 from consultas.clock import Clock, SystemClock
 from consultas.context import ServiceConfig
 from consultas.db import open_database
@@ -105,6 +106,14 @@ def build_pieces(
     return pieces
 
 
+def load_decreed_days(settings: Settings, sessions: sessionmaker[Session], calendar: WorkingCalendar) -> None:
+    """Close the decreed days of the database too (``consultas calendar``); the watchdog refreshes them."""
+    from consultas.decreed_days import refresh_calendar
+
+    with sessions() as session:
+        refresh_calendar(calendar, settings.non_working_days, session)
+
+
 def load_red_registry(settings: Settings, sessions: sessionmaker[Session], clock: Clock) -> None:
     """Import ``CONSULTAS_RED_FILE`` when set and changed since the last import."""
     if settings.red_file is None:
@@ -125,6 +134,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None, stop: asyncio
     stop = stop or asyncio.Event()
     engine, sessions = open_database(settings.resolved_database_url)
     config = ServiceConfig.from_settings(settings)
+    load_decreed_days(settings, sessions, config.calendar)
     load_red_registry(settings, sessions, clock)
     from workers.embedded import start_inprocess_workers
     from workers.runtime import close_runtime

@@ -128,6 +128,7 @@ def _record_and_apply(  # noqa: PLR0917 (one call site, run in a thread)
     now = clock.now()
     with sessions.begin() as session:
         refresh_calendar(config.calendar, settings.non_working_days, session)
+        _refresh_runtime_calendar(settings, session)
         if imap_result is not None:
             ok, error, seen = imap_result
             previous = session.get(OpsProbe, IMAP_LOGIN)
@@ -151,6 +152,18 @@ def _record_and_apply(  # noqa: PLR0917 (one call site, run in a thread)
         changes = apply_incidents(session, wanted, now=now, identity=config.identity, recipients=recipients)
         queued = pending_after(session, before) if changes else []
     return changes, queued
+
+
+def _refresh_runtime_calendar(settings: Settings, session: Session) -> None:
+    """In ``consultas serve`` the actors' runtime has its own calendar: keep it current too."""
+    from consultas.errors import ConfigurationError
+    from workers.runtime import get_runtime
+
+    try:
+        runtime = get_runtime()
+    except ConfigurationError:  # no actors in this process
+        return
+    refresh_calendar(runtime.config.calendar, settings.non_working_days, session)
 
 
 async def run_watchdog(
