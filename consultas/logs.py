@@ -20,7 +20,7 @@ from typing import TextIO
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: Libraries whose DEBUG output is the wire itself; never below INFO.
-QUIET_LIBRARIES = ("aioimaplib", "aiosmtplib", "mail.log", "asyncio")
+QUIET_LIBRARIES = ("aioimaplib", "aiosmtplib", "mail.log")
 
 #: ``<...>`` tokens: Message-IDs are logged on purpose (STYLE 4) and kept as they are.
 _BRACKETED_RE = re.compile(r"<[^<>\s]{1,300}>")
@@ -90,17 +90,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure_logging(level: str, log_format: str, stream: TextIO | None = None) -> logging.Handler:
-    """Send every record to ``stream`` (stderr) in ``log_format`` at ``level``; returns the handler."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    handler.addFilter(RedactingFilter())
+def configure_logging(level: str, log_format: str, stream: TextIO | None = None) -> logging.Handler | None:
+    """Send every record to ``stream`` in ``log_format`` at ``level``; returns the handler.
+
+    Without ``stream``, like ``logging.basicConfig``: stderr, and nothing changes when the process
+    already has a handler (a test runner's, an embedding application's), not even the level. With
+    ``stream``, it replaces them.
+    """
     root = logging.getLogger()
-    for previous in list(root.handlers):
-        root.removeHandler(previous)
-    root.addHandler(handler)
-    root.setLevel(level)
-    # At DEBUG the IMAP and SMTP clients log whole protocol exchanges: mails, passwords.
-    for name in QUIET_LIBRARIES:
-        logging.getLogger(name).setLevel(max(logging.INFO, root.level))
+    handler: logging.Handler | None = None
+    if stream is not None or not root.handlers:
+        handler = logging.StreamHandler(stream or sys.stderr)
+        handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+        handler.addFilter(RedactingFilter())
+        for previous in list(root.handlers):
+            root.removeHandler(previous)
+        root.addHandler(handler)
+        root.setLevel(level)
+        # At DEBUG the IMAP and SMTP clients log whole protocol exchanges: mails, passwords.
+        for name in QUIET_LIBRARIES:
+            logging.getLogger(name).setLevel(max(logging.INFO, root.level))
     return handler

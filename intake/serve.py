@@ -89,7 +89,7 @@ def build_pieces(
             )
 
         pieces["maildir"] = maildir_loop
-    if settings.imap_host or settings.smtp_host:
+    if settings.imap_host:  # the watchdog guards a real mailbox (and its SMTP server)
         from workers.watchdog import run_watchdog
 
         async def watchdog(stop: asyncio.Event) -> None:

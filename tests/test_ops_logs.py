@@ -59,9 +59,11 @@ def test_the_logs_of_a_full_intake_routing_and_answer_hold_no_personal_data(
 
 def test_text_from_elsewhere_is_redacted_in_both_formats() -> None:
     logger = logging.getLogger("tests.ops_logs")
+    root = logging.getLogger()
+    kept_handlers, kept_level = list(root.handlers), root.level
     for log_format in ("text", "json"):
         stream = io.StringIO()
-        handler = configure_logging("INFO", log_format, stream)
+        configure_logging("INFO", log_format, stream)
         try:
             logger.warning(
                 "outbox 12 (%s) will be retried: 450 %s mailbox full; DNI %s, cel. %s",
@@ -72,7 +74,11 @@ def test_text_from_elsewhere_is_redacted_in_both_formats() -> None:
             except ValueError:
                 logger.exception("consulta CONS-2025-000007 failed")
         finally:
-            logging.getLogger().removeHandler(handler)
+            for handler in list(root.handlers):
+                root.removeHandler(handler)
+            for handler in kept_handlers:
+                root.addHandler(handler)
+            root.setLevel(kept_level)
         out = stream.getvalue()
         assert CITIZEN.email not in out and CITIZEN.dni not in out and "987 123 456" not in out
         assert "<abc.123@consultas.mef.gob.pe>" in out and "[correo]" in out and "[documento]" in out

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiosmtplib
@@ -35,9 +37,14 @@ from consultas.watchdog import (
     record_probe,
 )
 from intake.imap_client import connect
+from workers.lease import acquire_lease
 
 logger = logging.getLogger(__name__)
 
+#: One watchdog decides at a time (a lease in the database).
+LEASE_NAME = "watchdog"
+LEASE_MIN_TTL = timedelta(seconds=60)
+DEFAULT_HOLDER = f"watchdog:{socket.gethostname()}:{os.getpid()}"
 #: Called with the outbox ids of the alerts a tick queued (the workers' send hint).
 AlertHook = Callable[[list[int]], object]
 
@@ -105,14 +112,19 @@ async def watchdog_tick(
     clock: Clock,
     *,
     watching_since: datetime,
+    holder: str = DEFAULT_HOLDER,
 ) -> tuple[list[IncidentChange], list[int]]:
-    """Probe, record, decide and alert once; returns the incident changes and the alerts' outbox ids."""
+    """Probe, record, decide and alert once; returns the incident changes and the alerts' outbox ids.
+
+    Only the holder of the ``watchdog`` lease records and decides, so several processes that run a
+    watchdog (``serve``, each ``consultas poll``) never open an incident twice.
+    """
     imap = bool(settings.imap_host)
     smtp = bool(settings.smtp_host)
     imap_result = await probe_imap(settings) if imap else None
     smtp_result = await probe_smtp(settings) if smtp else None
     return await asyncio.to_thread(
-        _record_and_apply, settings, sessions, config, clock, imap_result, smtp_result, watching_since
+        _record_and_apply, settings, sessions, config, clock, imap_result, smtp_result, watching_since, holder
     )
 
 
@@ -124,9 +136,13 @@ def _record_and_apply(  # noqa: PLR0917 (one call site, run in a thread)
     imap_result: tuple[bool, str | None, dict[str, Any]] | None,
     smtp_result: tuple[bool, str | None] | None,
     watching_since: datetime,
+    holder: str,
 ) -> tuple[list[IncidentChange], list[int]]:
     now = clock.now()
+    ttl = max(LEASE_MIN_TTL, timedelta(seconds=4 * settings.watchdog_interval_s))
     with sessions.begin() as session:
+        if not acquire_lease(session, LEASE_NAME, holder, now=now, ttl=ttl):
+            return [], []  # another process watches
         refresh_calendar(config.calendar, settings.non_working_days, session)
         _refresh_runtime_calendar(settings, session)
         if imap_result is not None:
@@ -177,14 +193,19 @@ async def run_watchdog(
 ) -> None:
     """Tick every ``CONSULTAS_WATCHDOG_INTERVAL_S`` until ``stop``; a failed tick is logged and retried."""
     watching_since = clock.now()
+    holder = f"{socket.gethostname()}:{os.getpid()}:{id(stop):x}"
     while not stop.is_set():
+        # The first tick waits an interval too: start-up (intake, the first sends) goes first.
         try:
-            _, queued = await watchdog_tick(settings, sessions, config, clock, watching_since=watching_since)
+            await asyncio.wait_for(stop.wait(), settings.watchdog_interval_s)
+            return
+        except TimeoutError:
+            pass
+        try:
+            _, queued = await watchdog_tick(
+                settings, sessions, config, clock, watching_since=watching_since, holder=holder
+            )
             if queued and on_alert is not None:
                 on_alert(queued)
         except sa_exc.SQLAlchemyError as exc:  # the database is down: readiness says so; retry next tick
             logger.warning("watchdog: database unavailable (%s)", type(exc).__name__)
-        try:
-            await asyncio.wait_for(stop.wait(), settings.watchdog_interval_s)
-        except TimeoutError:
-            continue
