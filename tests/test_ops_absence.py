@@ -83,3 +83,28 @@ def test_the_daily_digest_shows_the_watchdog_incidents_and_the_red_members_away(
     assert "El servidor de correo saliente rechaza los envíos: desde el miércoles 12 de marzo de 2025" in text
     assert "(sin resolver)" in text
     assert f"DGPMI, titular {DGPMI_TITULAR}: ausente hasta el miércoles 19 de marzo de 2025" in text
+
+
+def test_reminders_skip_a_titular_away_on_an_out_of_office_reply(sessions: sessionmaker[Session]) -> None:
+    from datetime import UTC, datetime
+
+    from workers.reminders import run_reminders
+
+    config = replace(CONFIG, absence_days=14)
+    with sessions.begin() as session:
+        load_example_red(session)
+    take_in(sessions, CITIZENS[0], config=config)
+    with sessions() as session:
+        [routed] = [m for m in queued_mails(session) if m.template == "derivacion_red"]
+    reply = (
+        f"From: {DGPMI_TITULAR}\r\nTo: {routed.reply_to}\r\nSubject: Auto: {routed.subject}\r\n"
+        "Message-ID: <oof-3@mef.gob.pe>\r\nAuto-Submitted: auto-replied\r\n\r\nFuera de la oficina.\r\n"
+    ).encode()
+    with sessions.begin() as session:
+        process_inbound_mail(session, reply, mailbox=MAILBOX, config=config, now=NOW)
+    # Due 26 March 2025; three working days before, the titular is still away (14 days)
+    with sessions.begin() as session:
+        run_reminders(session, config=config, now=datetime(2025, 3, 21, 15, 0, tzinfo=UTC))
+    with sessions() as session:
+        [reminder] = [m for m in queued_mails(session) if m.template == "recordatorio_red"]
+    assert reminder.to == [DGPMI_ALTERNO] and reminder.cc == []
