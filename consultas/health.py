@@ -18,6 +18,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.models import Channel, Outbox, OutboxStatus
+from consultas.settings import Settings
 from consultas.watchdog import IMAP_LOGIN, IMAP_POLL, SMTP, probe_views, watchdog_state
 
 #: A mailbox whose last successful poll is older than this is not ready (polls run every few seconds).
@@ -95,6 +96,17 @@ def readiness(
     ready = all(body[key]["ok"] for key in checks)
     body["status"] = "ready" if ready else "not ready"
     return Readiness(ready, body)
+
+
+def service_readiness(settings: Settings, sessions: sessionmaker[Session], *, now: datetime) -> Readiness:
+    """``readiness`` as the settings configure the service (what ``GET /readyz`` calls)."""
+    return readiness(
+        sessions,
+        now=now,
+        broker_check=redis_broker_check(settings.broker_url),
+        imap_watched=bool(settings.imap_host),
+        smtp_watched=bool(settings.imap_host and settings.smtp_host),  # probed by the watchdog
+    )
 
 
 def _from_database(

@@ -8,6 +8,7 @@ servers and the service's loops run in real time.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -249,3 +250,20 @@ def test_metrics_parse_and_count_the_mails_that_went_through(
     assert samples[("consultas_last_poll_timestamp_seconds", ())] == served.clock.now().timestamp()
     assert samples[("consultas_poll_errors_total", ())] == 0
     assert all(name.startswith("consultas_") for name, _ in samples)
+
+
+def test_readiness_fails_with_the_database_or_the_broker_down(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import sessionmaker as make
+
+    from consultas.health import service_readiness
+
+    down = make(
+        create_engine("postgresql+psycopg://127.0.0.1:1/consultas", connect_args={"connect_timeout": 2})
+    )
+    settings = Settings(_env_file=None, var_dir=tmp_path, broker_url="redis://127.0.0.1:1/0")
+    result = service_readiness(settings, down, now=NOW)
+    assert not result.ready and result.body["status"] == "not ready"
+    assert result.body["database"]["ok"] is False and result.body["broker"]["ok"] is False
+    assert "ConnectionError" in str(result.body["broker"]["error"])
+    json.dumps(result.body)  # serialisable as it is
