@@ -6,7 +6,7 @@ record a fresh IMAP login (``imap_login``, with the oldest mail waiting in the i
 SMTP session (``smtp``). ``evaluate`` (pure) turns those into the incidents that should be open;
 ``apply_incidents`` opens and closes ``OpsIncident`` rows and queues one ``aviso_ogdau`` to OGDAU
 and ``CONSULTAS_OPS_EMAIL`` when an incident opens and one when it closes, never one per poll.
-The network side (probing, the loop) is ``workers.watchdog``.
+The network side (probing, the loop) is ``intake.watchdog``.
 """
 
 from __future__ import annotations

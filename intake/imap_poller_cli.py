@@ -73,7 +73,7 @@ async def _run(settings: Settings, *, once: bool) -> int:
                 "consultas poll: IMAP %s@%s/%s", settings.imap_user, settings.imap_host, settings.imap_folder
             )
             from intake.serve import supervise
-            from workers.watchdog import run_watchdog
+            from intake.watchdog import run_watchdog
 
             async def watchdog(stop: asyncio.Event) -> None:  # its lease keeps one per deployment
                 await run_watchdog(settings, sessions, config, clock, stop, on_alert=hint)

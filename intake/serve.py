@@ -90,7 +90,7 @@ def build_pieces(
 
         pieces["maildir"] = maildir_loop
     if settings.imap_host:  # the watchdog guards a real mailbox (and its SMTP server)
-        from workers.watchdog import run_watchdog
+        from intake.watchdog import run_watchdog
 
         async def watchdog(stop: asyncio.Event) -> None:
             await run_watchdog(settings, sessions, config, clock, stop, on_alert=hint_send_batches)

@@ -28,10 +28,10 @@ from consultas.settings import Settings
 from consultas.watchdog import IMAP_POLL, record_probe
 from intake.imap_poller import poll_once
 from intake.serve import serve
+from intake.watchdog import watchdog_tick
 from tests.intake_imap_support import MAILBOX, NOW, citizen_mail, imap_settings, wait_until
 from tests.servers.dovecot import DovecotServer
 from tests.servers.smtp_sink import Captured, SmtpSink
-from workers.watchdog import watchdog_tick
 
 OGDAU = "ogdau@mef.gob.pe"
 OPS = "operaciones@mef.gob.pe"

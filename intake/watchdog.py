@@ -1,4 +1,4 @@
-"""The watchdog loop (a piece of ``consultas serve``): probe IMAP and SMTP, then apply the incidents.
+"""The watchdog loop (in ``consultas serve`` and ``consultas poll``): probe IMAP and SMTP, then decide.
 
 Every ``CONSULTAS_WATCHDOG_INTERVAL_S``: a fresh IMAP login (independent of the poller's long-lived
 connection, so an expired password or a full server shows even while an old session still works)
