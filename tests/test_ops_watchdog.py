@@ -267,3 +267,25 @@ def test_readiness_fails_with_the_database_or_the_broker_down(tmp_path: Path) ->
     assert result.body["database"]["ok"] is False and result.body["broker"]["ok"] is False
     assert "ConnectionError" in str(result.body["broker"]["error"])
     json.dumps(result.body)  # serialisable as it is
+
+
+@pytest.mark.slow
+def test_a_stopped_mailbox_server_is_not_ready_at_once_alerted_once_and_its_return_is_told(
+    served: Served, dovecot: DovecotServer, smtp_sink: SmtpSink, sessions: sessionmaker[Session]
+) -> None:
+    wait_until(lambda: ready(sessions, served)[0], what="the service to be ready")
+    stopped_at = time.monotonic()
+    dovecot.stop()
+    wait_until(lambda: not ready(sessions, served)[0], timeout_s=60, what="/readyz to fail")
+    assert time.monotonic() - stopped_at < 60
+    served.clock.advance(timedelta(minutes=10, seconds=1))
+    wait_until(lambda: len(alerts(smtp_sink, UNREADABLE)) == 1, what="the alert")
+    served.clock.advance(timedelta(minutes=10))
+    time.sleep(1.0)
+    assert len(alerts(smtp_sink, UNREADABLE)) == 1
+    assert alerts(smtp_sink, "La lectura de la casilla de consultas está detenida") == []  # one incident
+
+    dovecot.start()
+    wait_until(lambda: len(alerts(smtp_sink, RECOVERED)) == 1, what="the recovery mail")
+    wait_until(lambda: ready(sessions, served)[0], timeout_s=60, what="the service to be ready again")
+    assert len(alerts(smtp_sink, UNREADABLE)) == 1
