@@ -289,3 +289,32 @@ def test_a_stopped_mailbox_server_is_not_ready_at_once_alerted_once_and_its_retu
     wait_until(lambda: len(alerts(smtp_sink, RECOVERED)) == 1, what="the recovery mail")
     wait_until(lambda: ready(sessions, served)[0], timeout_s=60, what="the service to be ready again")
     assert len(alerts(smtp_sink, UNREADABLE)) == 1
+
+
+def test_the_watchdog_command_prints_the_probes_and_open_incidents(
+    db_url: str,
+    sessions: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from consultas.cli import main
+    from consultas.watchdog import IMAP_LOGIN, IncidentKind, apply_incidents
+
+    monkeypatch.setenv("CONSULTAS_DATABASE_URL", db_url)
+    monkeypatch.setenv("CONSULTAS_SECRET_KEY", "watchdog-cli-secret")
+    with sessions.begin() as session:
+        record_probe(
+            session, IMAP_LOGIN, now=NOW, ok=False, error="IMAP LOGIN as consultas@mef.gob.pe refused"
+        )
+        apply_incidents(
+            session,
+            {IncidentKind.MAILBOX_UNREADABLE: "No se puede iniciar sesión."},
+            now=NOW,
+            identity=ServiceConfig.from_settings(Settings(_env_file=None)).identity,
+            recipients=[OGDAU],
+        )
+    assert main(["watchdog"]) == 0
+    state = json.loads(capsys.readouterr().out)
+    assert state["probes"]["imap_login"]["ok"] is False
+    assert state["probes"]["imap_login"]["failing_since"] == NOW.isoformat()
+    assert [i["kind"] for i in state["incidents"]] == ["mailbox_unreadable"]
