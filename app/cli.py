@@ -23,6 +23,7 @@ import routing.cli
 import web.cli
 import workers.cli
 from consultas.errors import ConfigurationError, ConsultasError
+from consultas.logs import FORMATS, configure_logging
 
 #: Each package's ``register(subparsers)``, in help order.
 REGISTRARS = (
@@ -55,10 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The level is read before the settings so that loading them can log; a wrong value falls back
     # to INFO here and is then reported by the settings validation like any other.
     level = os.environ.get("CONSULTAS_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(
-        level=level if level in {"DEBUG", "INFO", "WARNING", "ERROR"} else "INFO",
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    log_format = os.environ.get("CONSULTAS_LOG_FORMAT", "text").lower()
+    configure_logging(
+        level if level in {"DEBUG", "INFO", "WARNING", "ERROR"} else "INFO",
+        log_format if log_format in FORMATS else "text",
     )
     # Alembic narrates every migration step at INFO; our own lines say what matters.
     logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -13,50 +13,20 @@ import argparse
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from consultas.calendar import WorkingCalendar
 from consultas.clock import Clock, SystemClock
 from consultas.context import ServiceConfig
 from consultas.db import open_database
 from consultas.settings import Settings, load_settings
+from consultas.supervise import Piece, supervise
 from intake.batching import freeze_startup_objects
 
 logger = logging.getLogger(__name__)
-
-#: Restart backoff of a crashed piece: 1 s, 2 s, 4 s ... capped.
-FIRST_RESTART_DELAY_S = 1.0
-MAX_RESTART_DELAY_S = 60.0
-#: A piece that ran this long before crashing starts again from the first delay.
-HEALTHY_RUN_S = 60.0
-
-Piece = Callable[[asyncio.Event], Awaitable[None]]
-
-
-async def supervise(name: str, piece: Piece, stop: asyncio.Event, *, clock: Clock | None = None) -> None:
-    """Run ``piece(stop)`` until ``stop`` is set, restarting it with backoff when it raises."""
-    clock = clock or SystemClock()
-    delay = FIRST_RESTART_DELAY_S
-    while not stop.is_set():
-        started = clock.now()
-        try:
-            await piece(stop)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # supervisor boundary: log, back off, restart (STYLE 5)
-            logger.exception("%s crashed; restarting in %.0f s", name, delay)
-        else:
-            if stop.is_set():
-                return
-            logger.warning("%s returned without being stopped; restarting in %.0f s", name, delay)
-        if (clock.now() - started).total_seconds() >= HEALTHY_RUN_S:
-            delay = FIRST_RESTART_DELAY_S
-        with suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=delay)
-        delay = min(delay * 2, MAX_RESTART_DELAY_S)
 
 
 def build_pieces(
@@ -90,6 +60,13 @@ def build_pieces(
             )
 
         pieces["maildir"] = maildir_loop
+    if settings.imap_host:  # the watchdog guards a real mailbox (and its SMTP server)
+        from intake.watchdog import run_watchdog
+
+        async def watchdog(stop: asyncio.Event) -> None:
+            await run_watchdog(settings, sessions, config, clock, stop, on_alert=hint_send_batches)
+
+        pieces["watchdog"] = watchdog
     if settings.telegram_token.get_secret_value():
         from bot.app import run_bot
 
@@ -108,6 +85,14 @@ def build_pieces(
 
     pieces["web"] = web
     return pieces
+
+
+def load_decreed_days(settings: Settings, sessions: sessionmaker[Session], calendar: WorkingCalendar) -> None:
+    """Close the decreed days of the database too (``consultas calendar``); the watchdog refreshes them."""
+    from consultas.decreed_days import refresh_calendar
+
+    with sessions() as session:
+        refresh_calendar(calendar, settings.non_working_days, session)
 
 
 def load_red_registry(settings: Settings, sessions: sessionmaker[Session], clock: Clock) -> None:
@@ -130,11 +115,12 @@ async def serve(settings: Settings, *, clock: Clock | None = None, stop: asyncio
     stop = stop or asyncio.Event()
     engine, sessions = open_database(settings.resolved_database_url)
     config = ServiceConfig.from_settings(settings)
+    load_decreed_days(settings, sessions, config.calendar)
     load_red_registry(settings, sessions, clock)
     from workers.embedded import start_inprocess_workers
     from workers.runtime import close_runtime
 
-    workers = start_inprocess_workers(settings, clock=clock)
+    workers = start_inprocess_workers(settings, clock=clock, with_scheduler=True)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with suppress(NotImplementedError, RuntimeError):

@@ -87,6 +87,16 @@ class WorkingCalendar:
         self._decreed = frozenset(decreed)
         self._years: dict[int, _Year] = {}
 
+    def replace_decreed(self, non_working_days: Iterable[date]) -> None:
+        """Use ``non_working_days`` as the decreed days from now on (``consultas.decreed_days``)."""
+        self._decreed = frozenset(non_working_days)
+        self._years = {}  # one assignment: a reader sees the old table or the new, never half
+
+    @property
+    def decreed(self) -> frozenset[date]:
+        """The extra non-working days this calendar closes."""
+        return self._decreed
+
     @property
     def tz(self) -> ZoneInfo:
         """The calendar's time zone."""

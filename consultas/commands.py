@@ -45,6 +45,10 @@ def register(subparsers: Any) -> None:
     )
     deadline.set_defaults(handler=_deadline)
 
+    from consultas import ops_cli
+
+    ops_cli.register(subparsers)  # calendar, retention, citizen, watchdog
+
 
 def _db_upgrade(args: argparse.Namespace) -> int:
     from consultas.db import upgrade

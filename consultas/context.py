@@ -27,6 +27,8 @@ class ServiceConfig:
     reminder_offsets: tuple[int, ...]  # working days before the due date
     subsanacion_expiry_working_days: int
     public_url: str = "http://127.0.0.1:8080"  # base of the links in mails (the status page)
+    absence_days: int = 7  # how long an out-of-office reply keeps a Red member away (routing.absence)
+    authserv_id: str = ""  # the ministry MTA's Authentication-Results id; "" = not checked
 
     @property
     def mailbox(self) -> str:
@@ -52,6 +54,8 @@ class ServiceConfig:
             reminder_offsets=tuple(settings.reminder_offsets),
             subsanacion_expiry_working_days=settings.subsanacion_expiry_working_days,
             public_url=settings.public_url,
+            absence_days=settings.absence_days,
+            authserv_id=settings.authserv_id.strip().lower(),
         )
 
     def status_url(self, number: str) -> str:

@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine; for SQLite, create the file's folder and set WAL, foreign keys, busy timeout."""
     parsed = make_url(url)
+    # Statement parameters (names, documents, mail text) never go into error messages and logs.
+    kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

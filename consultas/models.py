@@ -328,6 +328,9 @@ class RedMember(Base):
     phone: Mapped[str | None] = mapped_column(String(40))
     absent: Mapped[bool] = mapped_column(Boolean, default=False)
     bounced_at: Mapped[datetime | None]
+    # Set by an out-of-office reply (routing.absence): away until they answer again or this passes.
+    away_since: Mapped[datetime | None]
+    away_until: Mapped[datetime | None]
     valid_from: Mapped[datetime]
     valid_to: Mapped[datetime | None]
 
@@ -453,3 +456,56 @@ class ClassifierModel(Base):
     corrections: Mapped[int] = mapped_column(Integer)
     summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     content: Mapped[bytes] = deferred(mapped_column(LargeBinary, nullable=False))
+
+
+class DecreedDay(Base):
+    """A non-working day the government decreed for the public sector, with its decree (5.1)."""
+
+    __tablename__ = "decreed_day"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    decree: Mapped[str] = mapped_column(String(300))
+    added_by: Mapped[str] = mapped_column(String(200))
+    added_at: Mapped[datetime]
+
+
+class OpsProbe(Base):
+    """The last outcome of one watched component (``imap_poll``, ``imap_login``, ``smtp``)."""
+
+    __tablename__ = "ops_probe"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    last_success_at: Mapped[datetime | None]
+    last_failure_at: Mapped[datetime | None]
+    failing_since: Mapped[datetime | None]  # first failure after the last success
+    failures: Mapped[int] = mapped_column(BigInteger, default=0)  # ever (a Prometheus counter)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class OpsIncident(Base):
+    """One watchdog incident: opened (one alert), closed on recovery (one more)."""
+
+    __tablename__ = "ops_incident"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    opened_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (Index("ix_ops_incident_kind_closed_at", "kind", "closed_at"),)
+
+
+class PrivacyRun(Base):
+    """One run of retention, a citizen's export or erasure (Ley N° 29733): who, when, how many."""
+
+    __tablename__ = "privacy_run"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    action: Mapped[str] = mapped_column(String(20))  # retention, export, erase
+    actor: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime]
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    consultas: Mapped[int] = mapped_column(Integer, default=0)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

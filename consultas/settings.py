@@ -101,6 +101,14 @@ class Settings(BaseSettings):
     outbox_max_attempts: int = Field(8, ge=1)
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
+    # Operations and data protection (consultas.watchdog, routing.absence, routing.authres, consultas.privacy)
+    log_format: str = Field("text", pattern=r"^(text|json)$")
+    ops_email: str = ""
+    watchdog_interval_s: float = Field(30.0, gt=0)
+    absence_days: int = Field(7, ge=1, le=365)
+    authserv_id: str = ""
+    retention_years: int = Field(5, ge=1, le=100)
+
     @field_validator("non_working_days", "reminder_offsets", "trusted_proxies", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:

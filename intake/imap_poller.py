@@ -34,6 +34,7 @@ from consultas.lease import NamedLease, mailbox_lease_name
 from consultas.models import MailboxState
 from consultas.outbox import last_id, pending_after
 from consultas.settings import Settings
+from consultas.watchdog import IMAP_POLL, record_probe_safely
 from intake.batching import MAX_BATCH_BYTES, collect_after_batch, size_bounded_batches
 from intake.imap_client import ImapConnection, connect
 from intake.pipeline import InboundOutcome, process_inbound_batch, process_inbound_mail, quarantine_mail
@@ -209,6 +210,9 @@ async def run_poller(
                 delay = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2**failures)
                 failures += 1
                 logger.warning("IMAP poller: %s; retrying in %.0f s", exc, delay)
+                await asyncio.to_thread(
+                    record_probe_safely, sessions, IMAP_POLL, now=clock.now(), ok=False, error=str(exc)
+                )
                 await _sleep_unless_stopped(stop, delay)
             except Exception:  # loop boundary: a bug must not end intake; log it and start over
                 delay = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2**failures)
@@ -229,6 +233,9 @@ async def _serve_connection(
     """On one connection: poll, then IDLE (or wait) up to a cycle, until stopped."""
     while not stop.is_set():
         result = await poll_connection(connection, context)
+        await asyncio.to_thread(
+            record_probe_safely, context.sessions, IMAP_POLL, now=context.clock.now(), ok=True
+        )  # the watchdog's "last successful poll" (consultas.watchdog)
         if result.counts["fetched"]:
             logger.info("IMAP poll: %s", dict(sorted(result.counts.items())))
         await _renew(context.lease)

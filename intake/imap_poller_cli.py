@@ -72,7 +72,18 @@ async def _run(settings: Settings, *, once: bool) -> int:
             logger.info(
                 "consultas poll: IMAP %s@%s/%s", settings.imap_user, settings.imap_host, settings.imap_folder
             )
-            await run_poller(settings, sessions, config, clock, stop, on_committed=hint)
+            from consultas.supervise import supervise
+            from intake.watchdog import run_watchdog
+
+            async def watchdog(stop: asyncio.Event) -> None:  # its lease keeps one per deployment
+                await run_watchdog(settings, sessions, config, clock, stop, on_alert=hint)
+
+            watching = asyncio.create_task(supervise("watchdog", watchdog, stop, clock=clock))
+            try:
+                await run_poller(settings, sessions, config, clock, stop, on_committed=hint)
+            finally:
+                stop.set()
+                await watching
             return 0
         from intake.maildir_source import Maildir, poll_maildir_once, run_maildir_loop
 

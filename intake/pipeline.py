@@ -35,6 +35,7 @@ from consultas.models import (
 from consultas.numbering import number_block
 from consultas.outbox import preload_recent_automatic
 from routing import admission
+from routing.absence import on_auto_reply
 from routing.assignment import on_routed_mail_bounce, tell_ogdau
 from routing.outcome import InboundOutcome, OutcomeKind
 from routing.replies import handle_reply
@@ -250,6 +251,8 @@ def _automatic(
     original = _our_message(session, mail.thread_ids, config)
     if original is not None and original.consulta_id is not None:
         message.consulta_id = original.consulta_id
+    if verdict.kind is MailKind.auto_reply:  # a Red member's out-of-office hands the consulta over
+        on_auto_reply(session, mail, message, original, config=config, now=now)
     session.flush()
     events.record(
         session,

@@ -119,7 +119,7 @@ def enqueue_routed_mail(
     ``routed_before``: how many routed mails the consulta already has, when the caller
     knows it (0 at the first routing); None counts them.
     """
-    recipients = routed_recipients(session, consulta.organo_code)
+    recipients = routed_recipients(session, consulta.organo_code, now=now)
     to, cc = recipients if recipients is not None else ([config.ogdau_email], [])
     organo = session.get(Organo, consulta.organo_code) if consulta.organo_code else None
     sin_red = consulta.organo_code is not None and recipients is None
@@ -197,23 +197,27 @@ def _routed_title(consulta: Consulta, *, sin_red: bool, derivada: bool) -> str:
     return "Consulta administrativa asignada"
 
 
-def routed_recipients(session: Session, organo_code: str | None) -> tuple[list[str], list[str]] | None:
+def routed_recipients(
+    session: Session, organo_code: str | None, *, now: datetime | None = None
+) -> tuple[list[str], list[str]] | None:
     """(To, Cc) of the routed mail to an organo; None when it has nobody reachable (OGDAU then).
 
-    Titular in To with the alterno in Cc; the alterno alone when the titular is recorded absent
-    or their address bounced (and the reverse: an absent or bounced alterno is left out).
+    Titular in To with the alterno in Cc; the alterno alone when the titular is recorded absent,
+    away at ``now`` (an out-of-office reply, ``routing.absence``) or their address bounced (and
+    the reverse: such an alterno is left out).
     """
     if organo_code is None:
         return None
     titular, alterno = current_members(session, organo_code)
-    usable = [m for m in (titular, alterno) if m is not None and _reachable(m)]
+    usable = [m for m in (titular, alterno) if m is not None and _reachable(m, now)]
     if not usable:
         return None
     return [usable[0].email], [m.email for m in usable[1:]]
 
 
-def _reachable(member: RedMember) -> bool:
-    return not member.absent and member.bounced_at is None
+def _reachable(member: RedMember, now: datetime | None) -> bool:
+    away = now is not None and member.away_until is not None and member.away_until > now
+    return not member.absent and member.bounced_at is None and not away
 
 
 def citizen_attachments(session: Session, consulta: Consulta) -> list[OutgoingAttachment]:

@@ -40,6 +40,7 @@ from consultas.models import Consulta, ConsultaStatus, Message, MessageKind, Out
 from consultas.numbering import find_numbers
 from consultas.outbox import enqueue_mail
 from consultas.reply_parsing import RedCommands, parse_red_commands, strip_reply
+from routing.absence import clear_absence
 from routing.answer import answering_organo_name, send_answer
 from routing.assignment import (
     OGDAU,
@@ -49,6 +50,7 @@ from routing.assignment import (
     outgoing_attachments,
     tell_ogdau,
 )
+from routing.authres import authentication_failure
 from routing.corrections import SOURCE_ADMINISTRATIVA, SOURCE_DERIVAR, record_correction
 from routing.derivation import derivar, return_to_ogdau
 from routing.red_registry import active_organos, is_any_red_member, is_red_member
@@ -107,10 +109,16 @@ def handle_reply(
         who = f"titular ni alterno de {consulta.organo_code}" if consulta.organo_code else "OGDAU"
         _reject(session, mail, message, consulta, reason=f"el remitente no es {who}", config=config, now=now)
         return True
+    if config.authserv_id:  # the ministry MTA vouches for the sender (routing.authres)
+        failure = authentication_failure(message.raw or b"", sender, config.authserv_id)
+        if failure is not None:
+            _reject(session, mail, message, consulta, reason=failure, config=config, now=now)
+            return True
 
     message.consulta_id = consulta.id
     message.kind = MessageKind.RED_REPLY
     session.flush()
+    clear_absence(session, sender, now=now, consulta=consulta)  # back from an out-of-office
     if consulta.status != ConsultaStatus.ASIGNADA:
         events.record(session, "reply_after_close", now=now, consulta=consulta, message=message, actor=sender)
         tell_ogdau(

@@ -18,7 +18,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from web import pages
+from web import ops, pages
 from web.api import create_api
 from web.context import WebContext
 from web.security import SecurityHeaders
@@ -82,6 +82,7 @@ def create_app(ctx: WebContext) -> ASGIApp:
     app = Starlette(
         routes=[
             *pages.routes,
+            *ops.routes,
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
             Mount("/api/v1", api),
         ],

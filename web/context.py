@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from consultas.clock import Clock
 from consultas.context import ServiceConfig
 from consultas.errors import ConfigurationError
+from consultas.health import Readiness, service_readiness
+from consultas.metrics import build_registry, render
 from consultas.settings import Settings
 from web import store
 from web.entities import EntityDirectory
@@ -47,6 +50,9 @@ class WebContext:
     by_email: Limiter
     lookups: Limiter
     on_committed: OnCommitted | None = None
+    #: ``GET /readyz``'s check and ``GET /metrics``' body (None: not offered).
+    readiness: Callable[[], Readiness] | None = None
+    metrics: Callable[[], tuple[bytes, str]] | None = None
     #: Monotonic seconds (rate limits and token ages use the wall clock of the service's clock).
     seconds: Callable[[], float] = field(default=time.time)
     max_registrations: int = POSTGRESQL_REGISTRATIONS
@@ -87,6 +93,16 @@ class WebContext:
         def seconds() -> float:
             return clock.now().timestamp()
 
+        def ready() -> Readiness:
+            return service_readiness(settings, sessions, now=clock.now())
+
+        registry = build_registry(
+            sessions,
+            now=clock.now,
+            calendar=config.calendar,
+            multiprocess_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
+        )
+
         def limiter(name: str, limit: int) -> Limiter:
             if settings.broker_url == "memory":
                 return RateLimiter(limit, HOUR_S, now=seconds)
@@ -105,6 +121,8 @@ class WebContext:
             by_email=limiter("email", settings.web_rate_limit),
             lookups=limiter("lookup", STATUS_LOOKUPS_PER_HOUR),
             on_committed=on_committed,
+            readiness=ready,
+            metrics=lambda: render(registry),
             seconds=seconds,
             max_registrations=(
                 SQLITE_REGISTRATIONS

@@ -19,7 +19,7 @@ Figures, as of the start of day ``on`` (Lima):
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -40,6 +40,8 @@ from consultas.models import (
     OutboxStatus,
 )
 from consultas.outbox import enqueue_mail
+from consultas.watchdog import digest_incidents
+from routing.absence import away_members
 from workers.broker import actor
 from workers.reminders import FOLLOWUP_QUEUE, serialize_runs
 from workers.runtime import get_runtime
@@ -119,6 +121,9 @@ class Digest:
     fallidos: list[FailedItem]
     dias_cuarentena: int = DEFAULT_QUARANTINE_DAYS
     limite_listas: int = DEFAULT_LIST_LIMIT
+    # The watchdog's incidents (open, or closed since the previous day) and the Red members away.
+    incidentes: list[dict[str, Any]] = field(default_factory=list)
+    ausentes: list[dict[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -235,6 +240,12 @@ def build_digest(
         fallidos=fallidos,
         dias_cuarentena=quarantine_days,
         limite_listas=list_limit,
+        incidentes=digest_incidents(session, since=day_start - timedelta(days=1)),
+        ausentes=[
+            {"organo": m.organo_code, "rol": m.role.value, "email": m.email, "hasta": until.isoformat()}
+            for m in away_members(session, now=day_start)
+            if (until := m.away_until) is not None
+        ],
     )
 
 

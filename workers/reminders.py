@@ -265,10 +265,14 @@ def _recipients(
     config: ServiceConfig,
     kind: FollowupKind,
     reds: dict[str | None, RedRecipients],
+    now: datetime,
 ) -> tuple[list[str], list[str], bool]:
-    """(To, Cc, to_ogdau) for a follow-up mail of ``kind``; ``reds`` caches the Red per órgano."""
+    """(To, Cc, to_ogdau) for a follow-up mail of ``kind``; ``reds`` caches the Red per órgano.
+
+    A member away on an out-of-office reply (``routing.absence``) is left out, as in routing.
+    """
     if consulta.organo_code not in reds:
-        reds[consulta.organo_code] = routed_recipients(session, consulta.organo_code)
+        reds[consulta.organo_code] = routed_recipients(session, consulta.organo_code, now=now)
     red = reds[consulta.organo_code]
     if red is None:
         return [config.ogdau_email], [], True
@@ -306,7 +310,7 @@ def _queue(
     reds: dict[str | None, RedRecipients],
     organos: dict[str, Organo],
 ) -> None:
-    to, cc, para_ogdau = _recipients(session, consulta, config=config, kind=mail.kind, reds=reds)
+    to, cc, para_ogdau = _recipients(session, consulta, config=config, kind=mail.kind, reds=reds, now=now)
     organo = organos.get(consulta.organo_code) if consulta.organo_code else None
     template = REMINDER_TEMPLATE if mail.kind == FollowupKind.RECORDATORIO else ESCALATION_TEMPLATE
     # Replies to a reminder carry the signed reply address, so an answer sent from it is matched

@@ -67,11 +67,25 @@ def init_runtime(
         transport=transport or build_transport(settings),
         claims=ClaimKeeper(sessions, clock),
     )
+    _load_decreed_days(runtime)
     with _current_lock:
         previous, _current = _current, runtime
     if previous is not None:
         previous.close()
     return runtime
+
+
+def _load_decreed_days(runtime: Runtime) -> None:
+    """The calendar closes the database's decreed days too (``consultas calendar``)."""
+    from sqlalchemy import exc as sa_exc
+
+    from consultas.decreed_days import refresh_calendar
+
+    try:
+        with runtime.sessions() as session:
+            refresh_calendar(runtime.config.calendar, runtime.settings.non_working_days, session)
+    except sa_exc.SQLAlchemyError as exc:  # no schema yet: commands that need it say so themselves
+        logger.warning("decreed days not loaded: %s", type(exc).__name__)
 
 
 def get_runtime() -> Runtime:

@@ -10,6 +10,7 @@ a missed or doubled trigger is harmless and the next one catches up.
 - 08:45 Lima, Monday-Friday: ``send_quarterly_report(previous quarter)``; the actor only acts
   from the first working day after the quarter, once, within its catch-up window;
 - 02:30 Lima, every night: ``retrain_classifier`` (the day's corrections join the model).
+- 03:00 Lima, every day: ``run_retention_job`` (anonymise what CONSULTAS_RETENTION_YEARS allows no more).
 Run one scheduler per deployment (two would only enqueue harmless duplicates).
 """
 
@@ -77,6 +78,13 @@ def classifier_tick() -> list[str]:
     return ["retrain_classifier"] if send_hint(retrain_classifier) else []
 
 
+def retention_tick() -> list[str]:
+    """Enqueue the daily retention run (CONSULTAS_RETENTION_YEARS)."""
+    from workers.retention import run_retention_job
+
+    return ["run_retention_job"] if send_hint(run_retention_job) else []
+
+
 def build_scheduler(calendar: WorkingCalendar, clock: Clock, *, background: bool = False) -> BaseScheduler:
     """A scheduler (blocking for the process, background for embedded use) with our triggers."""
     tz = calendar.tz
@@ -115,6 +123,9 @@ def build_scheduler(calendar: WorkingCalendar, clock: Clock, *, background: bool
     )
     scheduler.add_job(
         classifier_tick, CronTrigger(hour="2", minute="30", timezone=tz), id="classifier_retrain", **options
+    )
+    scheduler.add_job(
+        retention_tick, CronTrigger(hour="3", minute="0", timezone=tz), id="retention", **options
     )
     return scheduler
 

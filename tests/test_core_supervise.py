@@ -6,13 +6,14 @@ import asyncio
 
 import pytest
 
-from app import serve
+from consultas import supervise as supervisor
+from consultas.supervise import supervise
 
 
 async def test_a_piece_that_crashes_is_restarted_and_stops_when_asked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(serve, "FIRST_RESTART_DELAY_S", 0.01)
+    monkeypatch.setattr(supervisor, "FIRST_RESTART_DELAY_S", 0.01)
     stop = asyncio.Event()
     runs: list[int] = []
 
@@ -23,12 +24,12 @@ async def test_a_piece_that_crashes_is_restarted_and_stops_when_asked(
         stop.set()  # the second run "serves" until asked to stop
         await stop.wait()
 
-    await asyncio.wait_for(serve.supervise("flaky", flaky, stop), timeout=5)
+    await asyncio.wait_for(supervise("flaky", flaky, stop), timeout=5)
     assert runs == [0, 1]
 
 
 async def test_a_piece_that_returns_on_its_own_is_restarted(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(serve, "FIRST_RESTART_DELAY_S", 0.01)
+    monkeypatch.setattr(supervisor, "FIRST_RESTART_DELAY_S", 0.01)
     stop = asyncio.Event()
     runs: list[int] = []
 
@@ -37,5 +38,5 @@ async def test_a_piece_that_returns_on_its_own_is_restarted(monkeypatch: pytest.
         if len(runs) == 3:
             stop.set()
 
-    await asyncio.wait_for(serve.supervise("quits", quits, stop), timeout=5)
+    await asyncio.wait_for(supervise("quits", quits, stop), timeout=5)
     assert len(runs) == 3
