@@ -7,7 +7,7 @@ caller passes the extra non-working days the government decrees (CONSULTAS_NON_W
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -85,17 +85,27 @@ class WorkingCalendar:
                 raise TypeError(f"non-working days must be dates, got {day!r}")
             decreed.add(day)
         self._decreed = frozenset(decreed)
+        self._decrees: dict[date, str] = {}
         self._years: dict[int, _Year] = {}
 
-    def replace_decreed(self, non_working_days: Iterable[date]) -> None:
-        """Use ``non_working_days`` as the decreed days from now on (``consultas.decreed_days``)."""
+    def replace_decreed(
+        self, non_working_days: Iterable[date], decrees: Mapping[date, str] | None = None
+    ) -> None:
+        """Use ``non_working_days`` as the decreed days from now on (``consultas.decreed_days``);
+        ``decrees`` names the decree of those that have one, for the deadline's explanation."""
         self._decreed = frozenset(non_working_days)
+        self._decrees = dict(decrees) if decrees is not None else self._decrees
         self._years = {}  # one assignment: a reader sees the old table or the new, never half
 
     @property
     def decreed(self) -> frozenset[date]:
         """The extra non-working days this calendar closes."""
         return self._decreed
+
+    @property
+    def decrees(self) -> dict[date, str]:
+        """The decree of each decreed day that has one recorded (a copy)."""
+        return dict(self._decrees)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -137,7 +147,8 @@ class WorkingCalendar:
         if name is not None:
             return f"feriado nacional: {name}"
         if d in self._decreed:
-            return DECREED_REASON
+            decree = self._decrees.get(d)
+            return f"{DECREED_REASON} ({decree})" if decree else DECREED_REASON
         return None
 
     def add_working_days(self, d: date, n: int) -> date:

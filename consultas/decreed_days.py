@@ -50,10 +50,11 @@ def decreed_days(session: Session) -> dict[date, str]:
 
 def refresh_calendar(calendar: WorkingCalendar, settings_days: Iterable[date], session: Session) -> bool:
     """Make ``calendar`` close the settings' days plus the database's; True when that changed it."""
-    wanted = frozenset(settings_days) | frozenset(decreed_days(session))
-    if wanted == calendar.decreed:
+    decrees = decreed_days(session)
+    wanted = frozenset(settings_days) | frozenset(decrees)
+    if wanted == calendar.decreed and decrees == calendar.decrees:
         return False
-    calendar.replace_decreed(wanted)
+    calendar.replace_decreed(wanted, decrees)
     return True
 
 
@@ -88,7 +89,7 @@ def add_decreed_day(
         raise DecreedDayError(f"{day.isoformat()} is already a decreed non-working day")
     session.add(DecreedDay(day=day, decree=decree, added_by=actor, added_at=now))
     before = _copy(calendar)
-    calendar.replace_decreed(calendar.decreed | {day})
+    calendar.replace_decreed(calendar.decreed | {day}, {**calendar.decrees, day: decree})
     session.flush()
     return _move_deadlines(
         session, day, decree, before=before, after=calendar, identity=identity, actor=actor, now=now
@@ -113,7 +114,9 @@ def remove_decreed_day(
     session.delete(row)
     before = _copy(calendar)
     if day not in frozenset(settings_days):  # still closed by CONSULTAS_NON_WORKING_DAYS: nothing moves
-        calendar.replace_decreed(calendar.decreed - {day})
+        calendar.replace_decreed(
+            calendar.decreed - {day}, {d: n for d, n in calendar.decrees.items() if d != day}
+        )
     session.flush()
     return _move_deadlines(
         session,

@@ -70,3 +70,16 @@ def test_deadline_explain_adds_the_skipped_days_to_the_json(tmp_path: Path) -> N
         capture_output=True, text=True, cwd=tmp_path, check=False,
     )  # fmt: skip
     assert json.loads(plain.stdout) == {"presented": output["presented"], "due": output["due"]}
+
+
+def test_a_decreed_day_with_its_decree_is_explained_by_naming_the_decree() -> None:
+    calendar = WorkingCalendar()
+    calendar.replace_decreed({date(2024, 12, 23)}, {date(2024, 12, 23): "D.S. N° 123-2024-PCM"})
+    explanation = explain_deadline(calendar, datetime(2024, 12, 20, 10, 0, tzinfo=ZoneInfo("America/Lima")))
+    reasons = {skipped.day: skipped.reason for skipped in explanation.skipped}
+    assert reasons[date(2024, 12, 23)] == "día no laborable decretado (D.S. N° 123-2024-PCM)"
+    # A day decreed by CONSULTAS_NON_WORKING_DAYS alone has no decree to name.
+    plain = WorkingCalendar([date(2024, 12, 23)])
+    friday = datetime(2024, 12, 20, 10, 0, tzinfo=ZoneInfo("America/Lima"))
+    plain_reasons = {s.day: s.reason for s in explain_deadline(plain, friday).skipped}
+    assert plain_reasons[date(2024, 12, 23)] == "día no laborable decretado"
