@@ -1,4 +1,5 @@
-"""Shared fixtures: databases (tests/plugins/database.py) and real servers (tests/plugins/servers.py).
+"""Shared fixtures: databases (tests/plugins/database.py), real servers (tests/plugins/servers.py) and
+workers on a broker (tests/workers_support.py).
 
 The fast loop while working is ``pytest -m "not slow"``: the pure and SQLite tests. A test is slow
 when it is marked so (processes, benchmarks) or uses a real server: every fixture below, and the
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-pytest_plugins = ["tests.plugins.database", "tests.plugins.servers"]
+pytest_plugins = ["tests.plugins.database", "tests.plugins.servers", "tests.workers_support"]
 
 #: Fixtures that hand a test a real server (or start one): their tests are ``slow``.
 SERVER_FIXTURES = frozenset(

@@ -14,8 +14,7 @@ from consultas.bulkwrite import add_row, copy_block
 from consultas.ids import ensure_id, preassign_id
 from consultas.mailer import Envelope
 from consultas.models import Base, Consulta, ConsultaStatus, Event, Message, Outbox, new_row
-from tests.test_core_ids import _consulta as new_consulta
-from tests.test_core_outbox import CONTEXT, IDENTITY, NOW
+from tests.core_support import CONTEXT, IDENTITY, NOW, new_consulta
 
 # Columns that differ between two writes of the same mail: ids, and what the idempotency key
 # (different per write, it is unique) shapes: the Message-ID and so the raw bytes and their hash.

@@ -2,38 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.ids import ensure_id, is_new, preassign_id, reserve_ids
-from consultas.models import Channel, Consulta, ConsultaStatus
+from consultas.models import Consulta
 from consultas.txcache import forget, transaction_cache
-
-NOW = datetime(2024, 11, 28, 15, 0, tzinfo=UTC)
-
-
-def _consulta() -> Consulta:
-    return Consulta(
-        channel=Channel.EMAIL,
-        status=ConsultaStatus.SUBSANACION,
-        received_at=NOW,
-        created_at=NOW,
-        updated_at=NOW,
-        missing=[],
-        invalid=[],
-    )
+from tests.core_support import new_consulta
 
 
 def test_new_rows_get_distinct_ids_that_the_insert_keeps(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
-        rows = [_consulta() for _ in range(3)]
+        rows = [new_consulta() for _ in range(3)]
         session.add_all(rows)
         ids = [ensure_id(session, row) for row in rows]
         assert ensure_id(session, rows[0]) == ids[0]  # asked again: the same id
     with sessions.begin() as session:
-        other = _consulta()
+        other = new_consulta()
         session.add(other)
         later = ensure_id(session, other)
     assert len(set(ids)) == 3 and ids == sorted(ids) and later > max(ids)
@@ -43,7 +28,7 @@ def test_new_rows_get_distinct_ids_that_the_insert_keeps(sessions: sessionmaker[
 
 def test_on_postgresql_the_id_comes_without_writing_the_row(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
-        row = _consulta()
+        row = new_consulta()
         session.add(row)
         ensure_id(session, row)
         postgres = session.get_bind().dialect.name == "postgresql"
@@ -82,7 +67,7 @@ def test_reserved_ids_are_handed_out_without_another_query(sessions: sessionmake
         try:
             reserve_ids(session, {"consulta": 250, "event": 0})
             reserved = len(statements)
-            rows = [_consulta() for _ in range(250)]
+            rows = [new_consulta() for _ in range(250)]
             session.add_all(rows)
             ids = [preassign_id(session, row) for row in rows]
             handed_out = len(statements) - reserved

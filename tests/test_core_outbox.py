@@ -12,18 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from consultas import outbox
 from consultas.mailer import Envelope, fecha
 from consultas.models import Event, Message, Outbox, OutboxStatus
-
-NOW = datetime(2024, 11, 28, 15, 0, tzinfo=UTC)
-IDENTITY = outbox.MailIdentity(address="consultas@mef.gob.pe", name="Consultas MEF")
-CONTEXT = {
-    "consulta": {
-        "number": "CONS-2024-000001", "full_name": "José Pérez Quispe", "document_type": "DNI",
-        "document_number": "12345678", "entity_name": "Municipalidad Distrital de Comas",
-        "entity_ruc": "20131380951", "email": "jose@example.pe", "phone": "+51987654321",
-        "question": "¿Cómo registro una inversión?", "presented_on": "2024-11-28",
-        "due_on": "2024-12-13", "due_working_days": 10,
-    }
-}  # fmt: skip
+from tests.core_support import CONTEXT, IDENTITY, NOW
 
 
 def _enqueue(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_e2e_intake_embedded import consultas, drop_mail, stop
+from tests.e2e_support import consultas, drop_mail, stop
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,6 @@ deadline for the confirmation, and stops it with SIGTERM expecting a clean exit.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,24 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e_support import consultas, drop_mail, stop
+from tests.intake_support import citizen_mail
 from tests.servers.smtp_sink import SmtpSink
-from tests.test_intake_pipeline import citizen_mail
 
 pytestmark = pytest.mark.slow  # runs `consultas` in subprocesses
 
 DEADLINE_S = 30.0
 CONFIRMATION_SUBJECT = "Su consulta ha sido registrada"
-
-
-def consultas(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.fixture
@@ -76,14 +65,6 @@ def served(
             process.wait()
 
 
-def drop_mail(var_dir: Path, raw: bytes, name: str) -> None:
-    maildir = var_dir / "maildir"
-    (maildir / "tmp").mkdir(parents=True, exist_ok=True)
-    (maildir / "new").mkdir(parents=True, exist_ok=True)
-    (maildir / "tmp" / name).write_bytes(raw)
-    os.replace(maildir / "tmp" / name, maildir / "new" / name)
-
-
 def wait_for_confirmation(outbox: Path, process: subprocess.Popen[str]) -> bytes:
     deadline = time.monotonic() + DEADLINE_S
     while time.monotonic() < deadline:
@@ -94,13 +75,6 @@ def wait_for_confirmation(outbox: Path, process: subprocess.Popen[str]) -> bytes
                 return raw
         time.sleep(0.1)  # polling a folder with a deadline (the other process writes it)
     pytest.fail("no confirmation .eml within the deadline")
-
-
-def stop(process: subprocess.Popen[str]) -> str:
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=30)
-    assert process.returncode == 0, output
-    return output
 
 
 def test_a_mail_dropped_in_the_maildir_gets_its_confirmation_as_an_eml_file(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

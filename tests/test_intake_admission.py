@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from consultas.models import Channel, Consulta, ConsultaStatus
 from consultas.requisitos import Requisitos
 from routing.admission import admit_structured, expire_subsanaciones
+from tests.intake_support import INCOMPLETE_BODY, citizen_mail, process
 from tests.routing_support import CONFIG, NOW, queued_mails
-from tests.test_intake_pipeline import INCOMPLETE_BODY, citizen_mail, process
 
 FORM = Requisitos(
     full_name="Ana Flores Quispe",

@@ -32,9 +32,9 @@ from intake.imap_poller import poll_once
 from intake.maildir_source import PROCESSED_FOLDER, QUARANTINE_FOLDER, Maildir, poll_maildir_once
 from tests.hostile_mails import HOSTILE_MAILS, LONG_LINE_BYTES, SENDER
 from tests.intake_imap_support import append_raw, imap_settings
+from tests.intake_support import citizen_mail
 from tests.routing_support import CITIZEN, CONFIG, MAILBOX, NOW
 from tests.servers.dovecot import DovecotServer
-from tests.test_intake_pipeline import citizen_mail
 
 #: What the service does with each hostile mail: admit it (the requisitos are in it) or quarantine it,
 #: and the words the refusal's reason carries.

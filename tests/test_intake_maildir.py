@@ -16,8 +16,8 @@ from intake.maildir_source import PROCESSED_FOLDER, QUARANTINE_FOLDER, Maildir, 
 from intake.pipeline import process_inbound_batch
 from routing import admission
 from tests.intake_imap_support import collector_off, garbage_holding_large_buffers, with_attachment
+from tests.intake_support import citizen_mail
 from tests.routing_support import CONFIG, MAILBOX, NOW
-from tests.test_intake_pipeline import citizen_mail
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mails"
 

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from consultas.clock import FixedClock
 from consultas.models import Consulta, Event, Outbox
 from intake.maildir_source import Maildir, poll_maildir_once
+from tests.intake_support import COMPLETE_BODY, INCOMPLETE_BODY, citizen_mail
 from tests.routing_support import CONFIG, MAILBOX, NOW
-from tests.test_intake_pipeline import COMPLETE_BODY, INCOMPLETE_BODY, citizen_mail
 
 
 def poll(sessions: sessionmaker[Session], maildir: Maildir) -> tuple[int, int, int]:

@@ -18,11 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.models import Consulta, Event
-from tests.intake_imap_support import MAILBOX, serve_env, serving
-from tests.routing_support import DGPMI_ALTERNO, DGPMI_TITULAR, OGDAU_EMAIL
-from tests.servers.dovecot import DovecotServer
-from tests.servers.smtp_sink import Captured, SmtpSink
-from tests.test_e2e_routing_imap import (
+from tests.e2e_routing_support import (
     RED_YAML,
     TECNICA,
     citizen_mail,
@@ -32,6 +28,10 @@ from tests.test_e2e_routing_imap import (
     red_reply,
     wait_mails,
 )
+from tests.intake_imap_support import MAILBOX, serve_env, serving
+from tests.routing_support import DGPMI_ALTERNO, DGPMI_TITULAR, OGDAU_EMAIL
+from tests.servers.dovecot import DovecotServer
+from tests.servers.smtp_sink import Captured, SmtpSink
 
 
 @pytest.fixture

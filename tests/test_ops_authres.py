@@ -9,11 +9,7 @@ from pathlib import Path
 import pytest
 
 from routing.authres import authentication_failure
-from tests.intake_imap_support import MAILBOX, serve_env, serving
-from tests.routing_support import DGPMI_TITULAR, OGDAU_EMAIL
-from tests.servers.dovecot import DovecotServer
-from tests.servers.smtp_sink import SmtpSink
-from tests.test_e2e_routing_imap import (
+from tests.e2e_routing_support import (
     RED_YAML,
     REJECTED,
     TECNICA,
@@ -24,6 +20,10 @@ from tests.test_e2e_routing_imap import (
     text_of,
     wait_mails,
 )
+from tests.intake_imap_support import MAILBOX, serve_env, serving
+from tests.routing_support import DGPMI_TITULAR, OGDAU_EMAIL
+from tests.servers.dovecot import DovecotServer
+from tests.servers.smtp_sink import SmtpSink
 
 OURS = "mx.mef.gob.pe"
 

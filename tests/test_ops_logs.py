@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from consultas.logs import configure_logging, redact
+from tests.e2e_routing_support import RED_YAML, red_reply, text_of, wait_mails
 from tests.intake_imap_support import MAILBOX, serve_env, serving
 from tests.ops_support import CITIZENS, citizen_mail
 from tests.routing_support import DGPMI_TITULAR, OGDAU_EMAIL
 from tests.servers.dovecot import DovecotServer
 from tests.servers.smtp_sink import SmtpSink
-from tests.test_e2e_routing_imap import RED_YAML, red_reply, text_of, wait_mails
 
 CITIZEN = CITIZENS[0]
 PERSONAL = (CITIZEN.name, CITIZEN.dni, CITIZEN.phone, CITIZEN.email, "Huamán", "987 123 456")

@@ -278,7 +278,7 @@ def test_classify_retrain_command_stores_a_model_used_by_classify(tmp_path: Path
 def test_the_scheduler_retrains_the_classifier_every_night() -> None:
     from datetime import UTC, datetime
 
-    from tests.test_workers_reminders import fire_times
+    from tests.followup_support import fire_times
 
     start = datetime(2025, 3, 14, 12, 0, tzinfo=UTC)  # Friday
     times = fire_times("classifier_retrain", start, datetime(2025, 3, 17, 12, 0, tzinfo=UTC))

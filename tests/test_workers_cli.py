@@ -11,7 +11,7 @@ from app.cli import main
 from consultas.clock import FixedClock
 from consultas.models import Channel, Consulta, ConsultaStatus, Outbox, OutboxStatus
 from tests.servers.smtp_sink import SmtpSink
-from tests.test_workers_mail import NOW, queue_mails, smtp_settings
+from tests.workers_support import NOW, queue_mails, smtp_settings
 from workers.mail import Outcome, Sender
 from workers.runtime import close_runtime, init_runtime
 

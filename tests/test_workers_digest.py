@@ -3,80 +3,36 @@
 from __future__ import annotations
 
 import json
-import random
 from collections import Counter
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime
 from email import message_from_bytes, policy
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from consultas.calendar import WorkingCalendar
 from consultas.mailer import Envelope
 from consultas.models import (
     Channel,
-    Consulta,
     ConsultaStatus,
     Direction,
     Message,
     MessageKind,
-    Organo,
     Outbox,
 )
 from consultas.outbox import enqueue_mail, mark_failed
-from tests.test_workers_reminders import make_config
+from tests.followup_support import (
+    DIGEST_HAND_MADE,
+    ON,
+    add_organos,
+    insert,
+    lima,
+    make_config,
+    naive_working_days,
+    random_rows,
+)
 from workers.digest import build_digest, render_digest, send_digest_for
 
-LIMA = ZoneInfo("America/Lima")
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
-ON = date(2025, 8, 18)  # a Monday
-ORGANOS = ("DGPP", "DGETP", "DGTP", "OGA")
-
-
-def lima(d: date, hour: int, minute: int = 0) -> datetime:
-    return datetime.combine(d, time(hour, minute), tzinfo=LIMA)
-
-
-@dataclass(frozen=True)
-class Row:
-    """A consulta as the tests' naive computations see it."""
-
-    organo: str | None
-    status: ConsultaStatus
-    presented_on: date | None
-    due_on: date | None
-    answered_on: date | None
-
-
-def add_organos(session: Session) -> None:
-    for code in ORGANOS:
-        session.add(Organo(code=code, name=f"Órgano {code}", topics=[], updated_at=T0))
-    session.flush()
-
-
-def insert(session: Session, rows: list[Row]) -> None:
-    for index, row in enumerate(rows, start=1):
-        numbered = row.status not in (ConsultaStatus.SUBSANACION, ConsultaStatus.ARCHIVADA)
-        received = lima(row.presented_on or ON, 10).astimezone(UTC)
-        session.add(
-            Consulta(
-                number=f"CONS-{(row.presented_on or ON).year}-{index:06d}" if numbered else None,
-                channel=Channel.EMAIL,
-                status=row.status,
-                organo_code=row.organo,
-                subject=f"Consulta {index}",
-                missing=["documento"] if row.status == ConsultaStatus.SUBSANACION else [],
-                received_at=received,
-                presented_on=row.presented_on if numbered else None,
-                due_on=row.due_on if numbered else None,
-                answered_on=row.answered_on,
-                created_at=received,
-                updated_at=received,
-            )
-        )
-    session.flush()
 
 
 def add_mail(session: Session, kind: MessageKind, received_at: datetime, n: int) -> None:
@@ -117,22 +73,10 @@ def add_outbox(session: Session, key: str, *, failed: bool) -> None:
         mark_failed(session, row.id, error="550 mailbox unavailable", now=T0)
 
 
-HAND_MADE = [
-    Row("DGPP", ConsultaStatus.ASIGNADA, date(2025, 8, 1), date(2025, 8, 18), None),  # due today
-    Row("DGPP", ConsultaStatus.ASIGNADA, date(2025, 8, 5), date(2025, 8, 20), None),  # due in 2 working days
-    Row("DGPP", ConsultaStatus.ASIGNADA, date(2025, 8, 7), date(2025, 8, 21), None),  # in 3: not "soon"
-    Row("DGPP", ConsultaStatus.ASIGNADA, date(2025, 7, 25), date(2025, 8, 13), None),  # 3 late: 14, 15, 18
-    Row(None, ConsultaStatus.ADMITIDA, date(2025, 8, 1), date(2025, 8, 15), None),  # 1 late: 18
-    Row("DGETP", ConsultaStatus.RESPONDIDA, date(2025, 7, 15), date(2025, 8, 1), date(2025, 7, 30)),
-    Row(None, ConsultaStatus.SUBSANACION, None, None, None),
-    Row(None, ConsultaStatus.ARCHIVADA, None, None, None),
-]
-
-
 def test_digest_figures_match_a_hand_count(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
         add_organos(session)
-        insert(session, HAND_MADE)
+        insert(session, DIGEST_HAND_MADE)
         add_mail(session, MessageKind.QUARANTINED, lima(date(2025, 8, 15), 9), 1)  # 3 days ago: listed
         add_mail(session, MessageKind.QUARANTINED, lima(date(2025, 8, 5), 9), 2)  # 13 days ago: not
         add_mail(session, MessageKind.CITIZEN, lima(date(2025, 8, 15), 9), 3)
@@ -171,7 +115,7 @@ def test_digest_is_queued_to_ogdau_once_per_working_day_and_never_before_0830(
     config = make_config()
     with sessions.begin() as session:
         add_organos(session)
-        insert(session, HAND_MADE)
+        insert(session, DIGEST_HAND_MADE)
     attempts = [
         (ON, lima(ON, 8, 0), False),  # before the office opens
         (ON, lima(ON, 8, 30), True),
@@ -190,33 +134,6 @@ def test_digest_is_queued_to_ogdau_once_per_working_day_and_never_before_0830(
         mail = message_from_bytes(message.raw, policy=policy.default)
     assert "5 pendientes" in mail["Subject"]
     assert mail.get_body(("html",)) is not None
-
-
-def naive_working_days(calendar: WorkingCalendar, start: date, end: date) -> int:
-    """Working days d with start < d <= end, counted one day at a time."""
-    return sum(calendar.is_working_day(start + timedelta(days=k)) for k in range(1, (end - start).days + 1))
-
-
-def random_rows(seed: int, count: int, calendar: WorkingCalendar, today: date) -> list[Row]:
-    """Consultas over a year before ``today``: answered (on time or late), open, in subsanación."""
-    rng = random.Random(seed)
-    rows: list[Row] = []
-    for _ in range(count):
-        presented = calendar.add_working_days(today - timedelta(days=rng.randint(0, 300)), 0)
-        while not calendar.is_working_day(presented):
-            presented += timedelta(days=1)
-        due = calendar.due_on(presented)
-        organo = rng.choice([*ORGANOS, None])
-        kind = rng.random()
-        if kind < 0.07:
-            rows.append(Row(organo, ConsultaStatus.SUBSANACION, None, None, None))
-        elif kind < 0.6:
-            answered = calendar.add_working_days(presented, rng.randint(0, 16))
-            rows.append(Row(organo, ConsultaStatus.RESPONDIDA, presented, due, answered))
-        else:
-            status = ConsultaStatus.ADMITIDA if rng.random() < 0.1 else ConsultaStatus.ASIGNADA
-            rows.append(Row(organo, status, presented, due, None))
-    return rows
 
 
 def test_digest_per_organo_matches_a_naive_count_on_random_data(sessions: sessionmaker[Session]) -> None:

@@ -17,25 +17,21 @@ from sqlalchemy.orm import Session, sessionmaker
 from consultas.clock import FixedClock
 from consultas.models import Outbox, OutboxStatus
 from consultas.outbox import FIRST_BACKOFF
-from tests.servers._net import free_port, wait_for_port
 from tests.servers.smtp_sink import SmtpSink
-from tests.test_workers_mail import (
+from tests.workers_support import (
     NOW,
+    OwnRedis,
     Workers,
-    broker_url,
     delivered_counts,
     message_ids_of,
     queue_mails,
     smtp_settings,
     statuses,
-    workers_on,
 )
 from workers.broker import OUTBOX_QUEUE, configure_broker
 from workers.mail import hint_send, send_outbox_row
 from workers.runtime import close_runtime, init_runtime
 from workers.sweep import sweep_once
-
-__all__ = ["broker_url", "workers_on"]  # fixtures shared with test_workers_mail
 
 
 def _rows(sessions: sessionmaker[Session], ids: list[int]) -> list[tuple[OutboxStatus, int, object]]:
@@ -92,33 +88,6 @@ def test_mail_still_refused_after_the_last_attempt_is_failed_not_dropped(
 
 
 # Redis down ---------------------------------------------------------------------------------------
-
-
-class OwnRedis:
-    """A redis-server of our own on a free port, which a test may shut down and start again."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        subprocess.run(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "yes", "--dir", str(self.directory)],
-            check=True, capture_output=True, timeout=10,
-        )  # fmt: skip
-        wait_for_port("127.0.0.1", self.port)
-
-    def stop(self) -> None:
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=2)
-        try:
-            client.shutdown(nosave=True)
-        except redis.ConnectionError:
-            pass  # shutting down closes the connection under the reply; already down is fine too
-        finally:
-            client.close()
-        wait_for_port("127.0.0.1", self.port, open_=False)
 
 
 @pytest.fixture

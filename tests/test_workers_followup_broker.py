@@ -8,7 +8,7 @@ and the assertions are made on what arrives at the SMTP sink: what OGDAU and the
 
 Both brokers run the same flow:
 - ``memory``: the in-process ``StubBroker`` of the embedded mode;
-- ``redis``: a ``RedisBroker`` on a private redis-server (``OwnRedis`` of the fault tests, once per
+- ``redis``: a ``RedisBroker`` on a private redis-server (``OwnRedis`` of tests/workers_support.py, once per
   module and flushed per test, so no other test session can flush the queues under us).
 The workers are in-thread ``dramatiq.Worker`` s bound to that broker, not a ``consultas worker``
 subprocess: the actors read "now" from the process's runtime clock, and the controllable
@@ -39,14 +39,12 @@ from consultas.calendar import WorkingCalendar
 from consultas.clock import FixedClock
 from consultas.models import Consulta, Message, Outbox, OutboxStatus, RedMember, RedRole
 from consultas.settings import Settings
+from tests.followup_support import ALTERNO, OGDAU, ON, TITULAR, add_organos, insert, lima
+from tests.followup_support import DIGEST_HAND_MADE as DIGEST_DATA
+from tests.followup_support import REPORT_HAND_MADE as REPORT_DATA
 from tests.plugins.servers import server_unavailable
 from tests.servers.smtp_sink import Captured, SmtpSink
-from tests.test_workers_digest import HAND_MADE as DIGEST_DATA
-from tests.test_workers_digest import ON, add_organos, insert, lima
-from tests.test_workers_faults import OwnRedis
-from tests.test_workers_mail import smtp_settings
-from tests.test_workers_reminders import ALTERNO, OGDAU, TITULAR
-from tests.test_workers_reports import HAND_MADE as REPORT_DATA
+from tests.workers_support import OwnRedis, smtp_settings
 from workers.broker import OUTBOX_QUEUE, configure_broker
 from workers.reminders import FOLLOWUP_QUEUE
 from workers.runtime import Runtime, close_runtime, init_runtime
@@ -99,7 +97,7 @@ class FollowupWorkers:
 
 @pytest.fixture(scope="module")
 def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedis]:
-    """A redis-server of our own for this module (``OwnRedis`` of the fault tests, started once).
+    """A redis-server of our own for this module (``OwnRedis``, started once).
 
     Private, so no other test session flushing the shared db 15 can drop our queues; module-scoped
     because a redis-server takes seconds to shut down.

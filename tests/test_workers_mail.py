@@ -5,28 +5,34 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 
-import dramatiq
 import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.clock import FixedClock
 from consultas.errors import PermanentError
-from consultas.mailer import Envelope
 from consultas.models import Event, Organo, Outbox, OutboxStatus, RedMember, RedRole
-from consultas.outbox import CLAIM_TIMEOUT, MailIdentity, claim_many, due_ids, enqueue_mail
+from consultas.outbox import CLAIM_TIMEOUT, claim_many, due_ids
 from consultas.settings import Settings
 from tests.servers.smtp_sink import SmtpSink
-from workers.broker import OUTBOX_QUEUE, configure_broker
+from tests.workers_support import (
+    NOW,
+    Workers,
+    delivered_counts,
+    message_ids_of,
+    queue_mails,
+    smtp_settings,
+    statuses,
+)
+from workers.broker import configure_broker
 from workers.claims import ClaimKeeper
 from workers.mail import Outcome, Sender, drain_outbox, hint_send, send_outbox_row
-from workers.runtime import Runtime, close_runtime, init_runtime
+from workers.runtime import close_runtime, init_runtime
 from workers.sweep import SWEEP_GRACE, sweep_once
 from workers.transport import (
     Delivery,
@@ -36,111 +42,6 @@ from workers.transport import (
     SendResult,
     SmtpTransport,
 )
-
-NOW = datetime(2024, 11, 28, 15, 0, tzinfo=UTC)
-IDENTITY = MailIdentity(address="consultas@mef.gob.pe", name="Consultas MEF")
-CONTEXT = {
-    "consulta": {
-        "number": "CONS-2024-000001", "full_name": "José Pérez Quispe", "document_type": "DNI",
-        "document_number": "12345678", "entity_name": "", "entity_ruc": "", "email": "jose@example.pe",
-        "phone": "+51987654321", "question": "¿Cómo registro una inversión?",
-        "presented_on": "2024-11-28", "due_on": "2024-12-13", "due_working_days": 10,
-    }
-}  # fmt: skip
-
-
-def queue_mails(
-    sessions: sessionmaker[Session], count: int, *, to: tuple[str, ...] = ("jose@example.pe",), key: str = "m"
-) -> list[int]:
-    """Commit ``count`` confirmation mails to the outbox (as intake would) and return their row ids."""
-    ids = []
-    with sessions.begin() as session:
-        for index in range(count):
-            row = enqueue_mail(
-                session,
-                template="consulta_recibida",
-                context=CONTEXT,
-                envelope=Envelope(to=[to[0]], cc=list(to[1:])),
-                identity=IDENTITY,
-                idempotency_key=f"{key}:{index}",
-                now=NOW,
-            )
-            assert row is not None
-            ids.append(row.id)
-    return ids
-
-
-def message_ids_of(sessions: sessionmaker[Session], ids: list[int]) -> list[str]:
-    with sessions() as session:
-        return [session.get(Outbox, i).message.message_id for i in ids]  # type: ignore[union-attr]
-
-
-def statuses(sessions: sessionmaker[Session], ids: list[int]) -> list[OutboxStatus]:
-    with sessions() as session:
-        return [session.get(Outbox, i).status for i in ids]  # type: ignore[union-attr]
-
-
-def delivered_counts(sink: SmtpSink) -> Counter[str]:
-    """How many times each Message-ID arrived at the sink."""
-    return Counter(str(captured.message["Message-ID"]) for captured in sink.messages)
-
-
-def smtp_settings(db_url: str, sink: SmtpSink, tmp_path: Path, broker_url: str = "memory") -> Settings:
-    return Settings(
-        database_url=db_url,
-        broker_url=broker_url,
-        var_dir=tmp_path / "var",
-        secret_key="test-secret",
-        smtp_host=sink.host,
-        smtp_port=sink.port,
-        smtp_starttls=False,
-        smtp_timeout_s=5.0,
-        outbox_max_attempts=3,
-    )
-
-
-@dataclass
-class Workers:
-    """A runtime plus a Dramatiq worker on a freshly configured broker (memory or Redis)."""
-
-    runtime: Runtime
-    broker: dramatiq.Broker
-    worker: dramatiq.Worker
-    clock: FixedClock
-
-    def wait(self) -> None:
-        self.broker.join(OUTBOX_QUEUE)
-        self.worker.join()
-
-
-@pytest.fixture
-def workers_on(db_url: str, smtp_sink: SmtpSink, tmp_path: Path) -> Iterator[Callable[[str], Workers]]:
-    """Start workers against a broker URL; everything is stopped and reset afterwards."""
-    started: list[Workers] = []
-
-    def start(broker_url: str) -> Workers:
-        clock = FixedClock(NOW)
-        runtime = init_runtime(smtp_settings(db_url, smtp_sink, tmp_path, broker_url), clock=clock)
-        broker = configure_broker(broker_url)
-        worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=50)
-        worker.start()
-        started.append(Workers(runtime, broker, worker, clock))
-        return started[-1]
-
-    yield start
-    for workers in started:
-        workers.worker.stop()
-    close_runtime()
-    configure_broker("memory")
-
-
-@pytest.fixture(params=["memory", "redis"])
-def broker_url(request: pytest.FixtureRequest) -> str:
-    """The in-process broker and the real Redis (db 15, flushed)."""
-    if request.param == "redis":
-        url: str = request.getfixturevalue("redis_url")
-        return url
-    return "memory"
 
 
 def test_a_mail_enqueued_twice_reaches_the_sink_once(

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from consultas.clock import FixedClock
 from consultas.models import Event, OutboxStatus
 from tests.servers.smtp_sink import SmtpSink
-from tests.test_workers_mail import (  # noqa: F401  (workers_on is a fixture)
+from tests.workers_support import (
     NOW,
     Workers,
     delivered_counts,
@@ -20,7 +20,6 @@ from tests.test_workers_mail import (  # noqa: F401  (workers_on is a fixture)
     queue_mails,
     smtp_settings,
     statuses,
-    workers_on,
 )
 from workers.mail import DELIVER_CHUNK, Outcome, Sender, hint_send_batches
 from workers.runtime import close_runtime, init_runtime
@@ -76,7 +75,7 @@ def test_a_refused_row_in_a_batch_fails_alone_and_the_others_are_sent(
 
 
 def test_batch_hints_sent_twice_deliver_each_mail_once(
-    workers_on: Callable[[str], Workers],  # noqa: F811
+    workers_on: Callable[[str], Workers],
     smtp_sink: SmtpSink,
 ) -> None:
     workers = workers_on("memory")

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from consultas.calendar import WorkingCalendar
 from consultas.clock import FixedClock
 from consultas.models import Outbox, OutboxStatus
-from tests.test_workers_mail import NOW, queue_mails
+from tests.workers_support import NOW, queue_mails
 from workers.mail import OFFICE_HOURS_TEMPLATES, Outcome, Sender
 from workers.transport import FileTransport
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from email import message_from_bytes, policy
-from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
@@ -12,7 +11,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.calendar import WorkingCalendar
 from consultas.clock import FixedClock
-from consultas.context import ServiceConfig
 from consultas.models import (
     Channel,
     Consulta,
@@ -24,34 +22,10 @@ from consultas.models import (
     RedMember,
     RedRole,
 )
-from consultas.outbox import MailIdentity
+from tests.followup_support import ALTERNO, LIMA, OGDAU, TITULAR, fire_times, lima, make_config
 from workers.reminders import Candidate, FollowupKind, owed_offset, plan_followup, run_reminders
 
-LIMA = ZoneInfo("America/Lima")
 T0 = datetime(2025, 7, 1, 12, 0, tzinfo=UTC)
-TITULAR = "titular.dgpp@mef.gob.pe"
-ALTERNO = "alterno.dgpp@mef.gob.pe"
-OGDAU = "ogdau@mef.gob.pe"
-
-
-def make_config(offsets: tuple[int, ...] = (3, 0)) -> ServiceConfig:
-    return ServiceConfig(
-        identity=MailIdentity(address="consultas@mef.gob.pe", name="Consultas MEF"),
-        calendar=WorkingCalendar(),
-        number_prefix="CONS",
-        due_working_days=10,
-        ogdau_email=OGDAU,
-        ogsu_email="ogsu@mef.gob.pe",
-        secret_key=b"s" * 32,
-        auto_reply_cap=5,
-        max_attachment_bytes=10_000_000,
-        reminder_offsets=offsets,
-        subsanacion_expiry_working_days=10,
-    )
-
-
-def lima(d: date, hour: int, minute: int = 0) -> datetime:
-    return datetime.combine(d, time(hour, minute), tzinfo=LIMA)
 
 
 def add_red(session: Session, code: str = "DGPP", *, titular: bool = True, alterno: bool = True) -> None:
@@ -282,21 +256,6 @@ def test_planning_keys_a_new_series_when_the_due_date_changes() -> None:
         (FollowupKind.RECORDATORIO, 2, "reminder:1:2025-08-12:3"),
         (FollowupKind.ESCALAMIENTO, 1, "escalation:2:2025-08-07:2025-08-08"),
     ]
-
-
-def fire_times(job_id: str, start: datetime, end: datetime) -> list[str]:
-    from workers.scheduler import build_scheduler
-
-    scheduler = build_scheduler(CAL, FixedClock(start), background=True)
-    trigger = scheduler.get_job(job_id).trigger
-    times: list[str] = []
-    previous, moment = None, start
-    while True:
-        nxt = trigger.get_next_fire_time(previous, moment)
-        if nxt is None or nxt > end:
-            return times
-        times.append(nxt.astimezone(LIMA).strftime("%a %H:%M"))
-        previous, moment = nxt, nxt + timedelta(seconds=1)
 
 
 def test_the_scheduler_triggers_follow_up_every_15_minutes_in_office_hours_and_the_report_at_0845() -> None:

@@ -17,26 +17,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.errors import ConfigurationError
-from consultas.models import ConsultaStatus, Message, Outbox
-from tests.test_workers_digest import Row, add_organos, insert, lima, naive_working_days, random_rows
-from tests.test_workers_reminders import make_config
+from consultas.models import Message, Outbox
+from tests.followup_support import (
+    REPORT_HAND_MADE,
+    add_organos,
+    insert,
+    lima,
+    make_config,
+    naive_working_days,
+    random_rows,
+)
 from workers.followup_cli import register_followup_commands
 from workers.reports import Quarter, build_report, report_csv, report_text, send_report_for
 
 Q3 = Quarter(2025, 3)
-R, A = ConsultaStatus.RESPONDIDA, ConsultaStatus.ASIGNADA
-
-HAND_MADE = [
-    Row("DGPP", R, date(2025, 7, 25), date(2025, 8, 13), date(2025, 8, 13)),  # on time, 10 working days
-    Row("DGPP", R, date(2025, 8, 1), date(2025, 8, 18), date(2025, 8, 20)),  # late, 12 working days
-    Row("DGPP", R, date(2025, 6, 20), date(2025, 7, 4), date(2025, 7, 2)),  # Q2's, answered in Q3: 8 days
-    Row("DGETP", A, date(2025, 9, 22), date(2025, 10, 6), None),  # pending, not yet due at the close
-    Row("DGETP", A, date(2025, 9, 1), date(2025, 9, 15), None),  # pending and overdue
-    Row("DGETP", R, date(2025, 9, 25), date(2025, 10, 10), date(2025, 10, 3)),  # answered after the close
-    Row(None, A, date(2025, 10, 1), date(2025, 10, 15), None),  # next quarter: nowhere
-    Row(None, R, date(2025, 7, 10), date(2025, 7, 24), date(2025, 7, 10)),  # OGDAU, same day: 0 days
-    Row(None, ConsultaStatus.SUBSANACION, None, None, None),
-]
 
 
 def figures(report: Any) -> list[tuple[Any, ...]]:
@@ -47,7 +41,7 @@ def figures(report: Any) -> list[tuple[Any, ...]]:
 def test_report_figures_match_a_hand_count(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
         add_organos(session)
-        insert(session, HAND_MADE)
+        insert(session, REPORT_HAND_MADE)
     with sessions() as session:
         report = build_report(session, config=make_config(), quarter=Q3)
     assert (report.desde, report.hasta) == ("2025-07-01", "2025-09-30")
@@ -107,7 +101,7 @@ def test_report_is_mailed_to_ogsu_with_ogdau_in_copy_and_the_csv_attached_once(
     config = make_config()
     with sessions.begin() as session:
         add_organos(session)
-        insert(session, HAND_MADE)
+        insert(session, REPORT_HAND_MADE)
     # Q3 2025 ends Tuesday 30 September; Wednesday 1 October is the first working day after it.
     attempts = [
         (lima(date(2025, 9, 30), 10), False),  # the quarter is not over
@@ -169,7 +163,7 @@ def test_report_command_prints_the_csv(
 ) -> None:
     with sessions.begin() as session:
         add_organos(session)
-        insert(session, HAND_MADE)
+        insert(session, REPORT_HAND_MADE)
     monkeypatch.setenv("CONSULTAS_DATABASE_URL", db_url)
     monkeypatch.setenv("CONSULTAS_SECRET_KEY", "clave-de-prueba-" + "x" * 32)
     assert run_command(["report", "--quarter", "2025Q3", "--format", "csv"]) == 0
@@ -184,7 +178,7 @@ def test_digest_command_dry_run_prints_json_and_queues_nothing(
 ) -> None:
     with sessions.begin() as session:
         add_organos(session)
-        insert(session, HAND_MADE)
+        insert(session, REPORT_HAND_MADE)
     monkeypatch.setenv("CONSULTAS_DATABASE_URL", db_url)
     monkeypatch.setenv("CONSULTAS_SECRET_KEY", "clave-de-prueba-" + "x" * 32)
     assert run_command(["digest", "--date", "2025-10-01", "--dry-run", "--json"]) == 0
