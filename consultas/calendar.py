@@ -35,6 +35,8 @@ class _Year:
 
 _WEEKDAY_NAMES = ("lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo")
 DECREED_REASON = "día no laborable decretado"
+#: Spans ``WorkingCalendar.closed_days`` remembers (a few days' worth of arrivals) before starting over.
+_CLOSED_SPANS_KEPT = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,7 @@ class WorkingCalendar:
         self._decreed = frozenset(decreed)
         self._decrees: dict[date, str] = {}
         self._years: dict[int, _Year] = {}
+        self._closed_spans: dict[tuple[date, date], tuple[SkippedDay, ...]] = {}
 
     def replace_decreed(
         self, non_working_days: Iterable[date], decrees: Mapping[date, str] | None = None
@@ -96,6 +99,7 @@ class WorkingCalendar:
         self._decreed = frozenset(non_working_days)
         self._decrees = dict(decrees) if decrees is not None else self._decrees
         self._years = {}  # one assignment: a reader sees the old table or the new, never half
+        self._closed_spans = {}
 
     @property
     def decreed(self) -> frozenset[date]:
@@ -150,6 +154,25 @@ class WorkingCalendar:
             decree = self._decrees.get(d)
             return f"{DECREED_REASON} ({decree})" if decree else DECREED_REASON
         return None
+
+    def closed_days(self, first: date, last: date) -> tuple[SkippedDay, ...]:
+        """Each day from ``first`` to ``last`` that is not a working day, with ``closed_reason``.
+
+        Kept per span: every consulta received on the same day has the same span, and a batch of
+        mails explains its deadlines in one look-up instead of one ``closed_reason`` per day each.
+        """
+        key = (first, last)
+        found = self._closed_spans.get(key)
+        if found is None:
+            found = tuple(
+                SkippedDay(day, why)
+                for day in (date.fromordinal(o) for o in range(first.toordinal(), last.toordinal() + 1))
+                if (why := self.closed_reason(day)) is not None
+            )
+            if len(self._closed_spans) >= _CLOSED_SPANS_KEPT:
+                self._closed_spans = {}
+            self._closed_spans[key] = found
+        return found
 
     def add_working_days(self, d: date, n: int) -> date:
         """Return the ``n``-th working day after ``d`` (``d`` itself when ``n`` is 0)."""
@@ -265,13 +288,7 @@ def explain_deadline(
         )
     else:
         reason = f"Recibida a las {hour} de un día hábil, dentro del horario de atención."
-    skipped = []
-    for ordinal in range(received_day.toordinal(), due.toordinal() + 1):
-        day = date.fromordinal(ordinal)
-        why = calendar.closed_reason(day)
-        if why is not None:
-            skipped.append(SkippedDay(day, why))
-    return DeadlineExplanation(presented, reason, due, days, tuple(skipped))
+    return DeadlineExplanation(presented, reason, due, days, calendar.closed_days(received_day, due))
 
 
 def deadline_json(
