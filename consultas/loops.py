@@ -116,13 +116,24 @@ def classify_automatic(
     mail: ParsedMail, *, own_addresses: frozenset[str], own_message_id_domain: str
 ) -> LoopVerdict:
     """Classify a mail as written by a person, an auto-responder, an MTA, a list, or ourselves."""
-    headers = mail.headers
-    bounce = _bounce_reason(mail, headers)
+    bounce = _bounce_reason(mail, mail.headers)
     if bounce is not None:
         return LoopVerdict(MailKind.bounce, bounce, _bounced_ids(mail))
+    return (
+        _own_verdict(mail, own_addresses, own_message_id_domain)
+        or _marker_verdict(mail)
+        # Deliberately not automatic: X-Auto-Response-Suppress (Outlook sets it on ordinary mail, it
+        # asks *others* not to auto-reply) and X-MS-Exchange-Inbox-Rules-Loop alone (an Exchange
+        # redirect rule stamps it on a citizen's own mail forwarded to us).
+        or LoopVerdict(MailKind.person, "no automatic-mail marker")
+    )
 
-    own = {a.lower() for a in own_addresses}
-    if mail.sender in own:
+
+def _own_verdict(
+    mail: ParsedMail, own_addresses: frozenset[str], own_message_id_domain: str
+) -> LoopVerdict | None:
+    """Our own mail come back: sent from one of our addresses, or with our Message-ID domain."""
+    if mail.sender in {a.lower() for a in own_addresses}:
         return LoopVerdict(MailKind.own, f"sender {mail.sender} is one of our addresses")
     if (
         mail.has_message_id
@@ -130,39 +141,34 @@ def classify_automatic(
         and _domain(mail.message_id) == own_message_id_domain.lower()
     ):
         return LoopVerdict(MailKind.own, "Message-ID has our own domain")
+    return None
 
+
+def _marker_verdict(mail: ParsedMail) -> LoopVerdict | None:
+    """The first marker of an auto-responder, a report or a list the mail carries, if any."""
+    headers = mail.headers
     if mail.content_type == "multipart/report":
         # Read receipts (RFC 8098 disposition-notification) and other reports.
         return LoopVerdict(MailKind.auto_reply, "multipart/report (not a delivery status)")
-
     auto_submitted = _token(headers.get("auto-submitted", ""))
     if auto_submitted and auto_submitted != "no":
         # RFC 3834 5.1: any value other than "no" means no human wrote it.
         return LoopVerdict(MailKind.auto_reply, f"Auto-Submitted: {auto_submitted}")
-
     precedence = _token(headers.get("precedence", "") or headers.get("x-precedence", ""))
     if precedence == "auto_reply":
         return LoopVerdict(MailKind.auto_reply, "Precedence: auto_reply")
     if precedence in ("bulk", "junk", "list"):
         return LoopVerdict(MailKind.bulk, f"Precedence: {precedence}")
-
     for name in _AUTO_REPLY_HEADERS:
         value = headers.get(name)
         if value is not None and _token(value) not in ("no", "false"):
             return LoopVerdict(MailKind.auto_reply, f"{name} header")
-
     for name in _LIST_HEADERS:
         if name in headers:
             return LoopVerdict(MailKind.bulk, f"{name} header (mailing list)")
-
     if headers.get("return-path", "").replace(" ", "") == "<>":
         # A null reverse-path (RFC 5321 4.5.5) is used only by DSNs and auto-responders (RFC 3834 4).
         return LoopVerdict(MailKind.auto_reply, "empty Return-Path")
-
     if _AUTO_SUBJECT_RE.match(mail.subject):
         return LoopVerdict(MailKind.auto_reply, "out-of-office subject")
-
-    # Deliberately not automatic: X-Auto-Response-Suppress (Outlook sets it on ordinary mail, it asks
-    # *others* not to auto-reply) and X-MS-Exchange-Inbox-Rules-Loop alone (an Exchange redirect rule
-    # stamps it on a citizen's own mail forwarded to us).
-    return LoopVerdict(MailKind.person, "no automatic-mail marker")
+    return None

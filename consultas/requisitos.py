@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache
-from typing import Final
+from typing import Final, TypeVar
 
 from consultas.reply_parsing import split_reply
 from consultas.validators import (
@@ -22,6 +22,8 @@ from consultas.validators import (
     validate_full_name,
     validate_ruc,
 )
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -498,57 +500,59 @@ def _labelled_question(text: str) -> str | None:
 
 def _find(text: str, *, sender: str, sender_name: str, subject: str) -> tuple[_Found, bool]:
     fresh, quoted = _split_fresh(text, subject)
+    fresh, sender, sender_name, forwarded = _unforward(text, fresh, sender, sender_name, subject)
     sources = (fresh, quoted) if quoted else (fresh,)
     found = _Found()
-    passed_on = _passed_on(fresh)
-    inner = _forwarded_sender(text, sender) if passed_on or _FORWARD_SUBJECT_RE.match(subject) else None
-    forwarded = passed_on or inner is not None
-    if inner is not None:
-        # A forwarded mail: its quoted From is the citizen, not the office that forwards it, and
-        # the consulta is the forwarded text, not the office's cover note.
-        sender_name, sender = inner
-        fresh = _forwarded_body(fresh) or fresh
-    elif passed_on:
-        # "Trasladamos la consulta de ...": the name is in the text, never the office's From name;
-        # the office's address stays the contact when the text gives none.
-        sender_name = ""
-
-    def first(getter: Callable[[str], str | None]) -> str | None:
-        for source in sources:
-            value = getter(source)
-            if value:
-                return value
-        return None
-
-    found.full_name = first(_first_name) or first(_signature_name)
+    found.full_name = _first_of(sources, _first_name) or _first_of(sources, _signature_name)
     if not found.full_name and sender_name and "@" not in sender_name:
         found.full_name = _display_name(sender_name)
-    for source in sources:
-        document = _document(source)
-        if document:
-            found.document_type, found.document_number = document
-            break
-    found.entity_ruc = first(_ruc)
-    found.entity_name = first(_entity)
+    document = _first_of(sources, _document)
+    if document:
+        found.document_type, found.document_number = document
+    found.entity_ruc = _first_of(sources, _ruc)
+    found.entity_name = _first_of(sources, _entity)
     found.represents_entity = bool(found.entity_name or found.entity_ruc)
-    for source in sources:
-        labelled_email = _EMAIL_LABEL_RE.search(source)
-        if labelled_email:
-            found.email = labelled_email.group("value").rstrip(".")
-            break
-    if found.email is None and sender:
-        found.email = sender
-    for source in sources:
-        found.phone = _phone(source, found.document_number)
-        if found.phone:
-            break
-    labelled_question = first(_labelled_question)
+    found.email = _first_of(sources, _labelled_email) or sender or None
+    found.phone = _first_of(sources, lambda source: _phone(source, found.document_number))
+    labelled_question = _first_of(sources, _labelled_question)
     drop = tuple(
         piece for piece in (found.document_number, found.phone, found.entity_ruc) if piece is not None
     )
     # Never from the quoted history: that is our own earlier mail (or theirs, already registered).
     found.question = _question(fresh, labelled_question, drop)
     return found, forwarded
+
+
+def _unforward(
+    text: str, fresh: str, sender: str, sender_name: str, subject: str
+) -> tuple[str, str, str, bool]:
+    """The fresh text, sender and sender name a forwarded consulta is really from; and whether it was."""
+    passed_on = _passed_on(fresh)
+    inner = _forwarded_sender(text, sender) if passed_on or _FORWARD_SUBJECT_RE.match(subject) else None
+    if inner is not None:
+        # A forwarded mail: its quoted From is the citizen, not the office that forwards it, and
+        # the consulta is the forwarded text, not the office's cover note.
+        inner_name, inner_sender = inner
+        return _forwarded_body(fresh) or fresh, inner_sender, inner_name, True
+    if passed_on:
+        # "Trasladamos la consulta de ...": the name is in the text, never the office's From name;
+        # the office's address stays the contact when the text gives none.
+        return fresh, sender, "", True
+    return fresh, sender, sender_name, False
+
+
+def _first_of(sources: tuple[str, ...], getter: Callable[[str], _T | None]) -> _T | None:
+    """The first source's value that is found (the fresh text before the quoted history)."""
+    for source in sources:
+        value = getter(source)
+        if value:
+            return value
+    return None
+
+
+def _labelled_email(source: str) -> str | None:
+    labelled = _EMAIL_LABEL_RE.search(source)
+    return labelled.group("value").rstrip(".") if labelled else None
 
 
 def extract_requisitos(text: str, *, sender: str, sender_name: str, subject: str) -> Extraction:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal, Protocol
@@ -329,42 +329,9 @@ class _Index:
 
 @lru_cache(maxsize=32)
 def _build_index(organos: tuple[OrganoTopics, ...]) -> _Index:
-    raw: dict[str, dict[str, tuple[float, str]]] = {}
-    for organo in organos:
-        own: dict[str, tuple[float, str]] = {}
-        topic_keys = {" ".join(stems(topic)) for topic in organo.topics}
-        for domain in _DOMAINS:
-            anchors = {" ".join(stems(anchor)) for anchor in domain.anchors}
-            if organo.code in domain.codes or anchors & topic_keys:
-                for term in domain.terms:
-                    key = " ".join(stems(term))
-                    if key:
-                        own.setdefault(key, (VOCABULARY_WEIGHT, normalize(term)))
-        for topic in organo.topics:
-            key = " ".join(stems(topic))
-            if key:
-                own[key] = (TOPIC_WEIGHT, normalize(topic))
-        raw[organo.code] = own
-    admin: dict[str, tuple[float, str]] = {}
-    for term in _ADMINISTRATIVA_TERMS:
-        key = " ".join(stems(term))
-        if key:
-            admin[key] = (VOCABULARY_WEIGHT, normalize(term))
-    raw[ADMINISTRATIVA] = admin
-
-    # IDF-like: a term shared by many candidates says little about any one of them.
-    document_frequency: dict[str, int] = {}
-    for terms in raw.values():
-        for key in terms:
-            document_frequency[key] = document_frequency.get(key, 0) + 1
-    candidates = len(raw)
-    weighted: dict[str, dict[str, tuple[float, str]]] = {}
-    for code, terms in raw.items():
-        weighted[code] = {}
-        for key, (base, shown) in terms.items():
-            idf = math.log(1 + candidates / document_frequency[key]) / math.log(1 + candidates)
-            phrase = 1 + PHRASE_BONUS * (key.count(" "))
-            weighted[code][key] = (base * idf * phrase, shown)
+    raw = {organo.code: _organo_terms(organo) for organo in organos}
+    raw[ADMINISTRATIVA] = {key: (VOCABULARY_WEIGHT, shown) for key, shown in _keyed(_ADMINISTRATIVA_TERMS)}
+    weighted = _idf_weighted(raw)
     inverted: dict[str, list[tuple[str, float, str]]] = {}
     for code, terms in weighted.items():
         for key, (weight, shown) in terms.items():
@@ -374,6 +341,49 @@ def _build_index(organos: tuple[OrganoTopics, ...]) -> _Index:
         valid_codes=frozenset(o.code for o in organos),
         by_term={key: tuple(entries) for key, entries in inverted.items()},
     )
+
+
+def _keyed(terms: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """(stemmed key, the term as shown) for each term that has a key."""
+    for term in terms:
+        key = " ".join(stems(term))
+        if key:
+            yield key, normalize(term)
+
+
+def _organo_terms(organo: OrganoTopics) -> dict[str, tuple[float, str]]:
+    """An órgano's terms: the vocabulary of its domains (first one wins), then its own topics, which
+    weigh more and replace a vocabulary term of the same key."""
+    topic_keys = {" ".join(stems(topic)) for topic in organo.topics}
+    own: dict[str, tuple[float, str]] = {}
+    for domain in _DOMAINS:
+        anchors = {" ".join(stems(anchor)) for anchor in domain.anchors}
+        if organo.code in domain.codes or anchors & topic_keys:
+            for key, shown in _keyed(domain.terms):
+                own.setdefault(key, (VOCABULARY_WEIGHT, shown))
+    own.update({key: (TOPIC_WEIGHT, shown) for key, shown in _keyed(organo.topics)})
+    return own
+
+
+def _idf_weighted(raw: dict[str, dict[str, tuple[float, str]]]) -> dict[str, dict[str, tuple[float, str]]]:
+    """IDF-like: a term shared by many candidates says little about any one of them; phrases weigh more."""
+    document_frequency: dict[str, int] = {}
+    for terms in raw.values():
+        for key in terms:
+            document_frequency[key] = document_frequency.get(key, 0) + 1
+    candidates = len(raw)
+    return {
+        code: {
+            key: (
+                base
+                * (math.log(1 + candidates / document_frequency[key]) / math.log(1 + candidates))
+                * (1 + PHRASE_BONUS * key.count(" ")),
+                shown,
+            )
+            for key, (base, shown) in terms.items()
+        }
+        for code, terms in raw.items()
+    }
 
 
 class Predictor(Protocol):

@@ -340,6 +340,23 @@ def test_a_long_outlook_message_id_is_threaded_verbatim_not_as_encoded_words() -
     assert b"=?utf-8?" not in raw.split(b"\r\n\r\n", 1)[0].split(b"Subject:")[0]
 
 
+def _reference_text_part(part: Message, text: str, subtype: str) -> Message:
+    """A text part as the email package writes it: 7bit, quoted-printable or base64 by content."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").removesuffix("\n") + "\n"
+    data = text.encode()
+    part.add_header("Content-Type", f"text/{subtype}", charset="utf-8")
+    if data.isascii() and max(map(len, text.split("\n"))) <= 78:
+        part["Content-Transfer-Encoding"] = "7bit"
+        part.set_payload(text)
+    elif 6 * len(data.translate(None, bytes(range(128)))) <= len(data):
+        part["Content-Transfer-Encoding"] = "quoted-printable"
+        part.set_payload(quopri.encodestring(data).decode("ascii"))
+    else:
+        part["Content-Transfer-Encoding"] = "base64"
+        part.set_payload(base64.encodebytes(data.replace(b"\n", b"\r\n")).decode("ascii"))
+    return part
+
+
 def _as_the_email_package_writes_it(
     rendered: RenderedMail, envelope: Envelope, *, sender_name: str, boundaries: Iterator[str]
 ) -> bytes:
@@ -349,31 +366,16 @@ def _as_the_email_package_writes_it(
     part's headers and encoding. Header values come from ``build_mail``'s own encoders.
     """
 
-    def text_part(part: Message, text: str, subtype: str) -> Message:
-        text = text.replace("\r\n", "\n").replace("\r", "\n").removesuffix("\n") + "\n"
-        data = text.encode()
-        part.add_header("Content-Type", f"text/{subtype}", charset="utf-8")
-        if data.isascii() and max(map(len, text.split("\n"))) <= 78:
-            part["Content-Transfer-Encoding"] = "7bit"
-            part.set_payload(text)
-        elif 6 * len(data.translate(None, bytes(range(128)))) <= len(data):
-            part["Content-Transfer-Encoding"] = "quoted-printable"
-            part.set_payload(quopri.encodestring(data).decode("ascii"))
-        else:
-            part["Content-Transfer-Encoding"] = "base64"
-            part.set_payload(base64.encodebytes(data.replace(b"\n", b"\r\n")).decode("ascii"))
-        return part
-
     def multipart(part: Message, subtype: str) -> Message:
         part.add_header("Content-Type", f"multipart/{subtype}", boundary=next(boundaries))
         return part
 
     def body(part: Message) -> Message:
         if rendered.html is None:
-            return text_part(part, rendered.text, "plain")
+            return _reference_text_part(part, rendered.text, "plain")
         multipart(part, "alternative")
-        part.attach(text_part(Message(policy=mailer._POLICY), rendered.text, "plain"))
-        part.attach(text_part(Message(policy=mailer._POLICY), rendered.html, "html"))
+        part.attach(_reference_text_part(Message(policy=mailer._POLICY), rendered.text, "plain"))
+        part.attach(_reference_text_part(Message(policy=mailer._POLICY), rendered.html, "html"))
         return part
 
     mail = Message(policy=mailer._POLICY)

@@ -161,6 +161,22 @@ def check_submission(
     """Check one submission's fields (any JSON values) against Anexo N° 1; never raises."""
     checked = Checked()
     _check_entity_answer(raw.get("represents_entity"), checked)
+    texts = _texts(raw, checked)
+    represents = checked.represents_entity is True
+    _check_document(texts, checked)
+    _check_values(texts, checked, represents=represents)
+    if represents and entities is not None:
+        _complete_entity(checked, entities)
+    _check_tema(texts.get("tema"), temas, checked)
+    _check_missing(texts, checked, represents=represents)
+    if checked.valid:
+        _check_requisitos(checked)
+    checked.ordered()
+    return checked
+
+
+def _texts(raw: Mapping[str, object], checked: Checked) -> dict[str, str]:
+    """The text fields given, stripped; a value that is not text or too long is refused."""
     texts: dict[str, str] = {}
     for key in TEXT_KEYS:
         value = raw.get(key)
@@ -172,8 +188,11 @@ def check_submission(
             checked.refuse(key, f"El texto es demasiado largo (máximo {MAX_CHARS[key]} caracteres).")
         elif value.strip():
             texts[key] = value.strip()
-    represents = checked.represents_entity is True
-    _check_document(texts, checked)
+    return texts
+
+
+def _check_values(texts: dict[str, str], checked: Checked, *, represents: bool) -> None:
+    """Each given field through its validator (the entity's only for a citizen who represents one)."""
     for key, validator in _CHECKS.items():
         if key in checked.errors or key not in texts:
             continue
@@ -183,19 +202,16 @@ def check_submission(
             checked.values[key] = validator(texts[key])
         except ValueError as exc:
             checked.refuse(key, str(exc))
-    if represents and entities is not None:
-        _complete_entity(checked, entities)
-    _check_tema(texts.get("tema"), temas, checked)
+
+
+def _check_missing(texts: dict[str, str], checked: Checked, *, represents: bool) -> None:
+    """Name each required field left out (the RUC only for a citizen who represents an entity)."""
     for key, message in MISSING_MESSAGES.items():
         if key in ("entity_ruc",) and not represents:
             continue
         given = key in texts or key in checked.values
         if key not in checked.errors and not given and key != "represents_entity":
             checked.refuse(key, message, missing=True)
-    if checked.valid:
-        _check_requisitos(checked)
-    checked.ordered()
-    return checked
 
 
 def _check_entity_answer(value: object, checked: Checked) -> None:
