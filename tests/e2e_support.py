@@ -33,3 +33,14 @@ def stop(process: subprocess.Popen[str]) -> str:
     output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
     return output
+
+
+def written_mails(outbox: Path) -> list[Path]:
+    """The mails the file transport has finished writing to ``outbox``, by name.
+
+    Its temporary files (``.tmp-*.eml``, renamed into place once written) are left out: one may
+    vanish between listing and reading.
+    """
+    if not outbox.exists():
+        return []
+    return sorted(path for path in outbox.glob("*.eml") if not path.name.startswith("."))

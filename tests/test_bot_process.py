@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from consultas.models import Channel, Consulta, ConsultaStatus
 from routing.reply_address import make_reply_address
 from tests.bot_support import DNI, EMAIL, Citizen, buttons, fill_form
+from tests.e2e_support import written_mails
 from tests.routing_support import DGPMI_TITULAR, EXAMPLE_RED, MAILBOX, red_reply
 from tests.servers.fake_bot_api import FakeBotApi
 
@@ -159,7 +160,7 @@ def wait_for_mail(outbox: Path, service: Service, *needles: str, within: float =
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         service.alive()
-        for path in sorted(outbox.glob("*.eml")) if outbox.exists() else ():
+        for path in written_mails(outbox):
             mail = message_from_bytes(path.read_bytes(), policy=policy.default)
             assert isinstance(mail, EmailMessage)
             body = mail.get_body(("plain",))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e_support import consultas, drop_mail, stop
+from tests.e2e_support import consultas, drop_mail, stop, written_mails
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ class Service:
         deadline = time.monotonic() + DEADLINE_S
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.process.stdout.read() if self.process.stdout else ""
-            for path in sorted(outbox.glob("*.eml")) if outbox.exists() else ():
+            for path in written_mails(outbox):
                 mail = message_from_bytes(path.read_bytes(), policy=policy.default)
                 assert isinstance(mail, EmailMessage)
                 if wanted(mail):

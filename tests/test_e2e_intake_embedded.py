@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e_support import consultas, drop_mail, stop
+from tests.e2e_support import consultas, drop_mail, stop, written_mails
 from tests.intake_support import citizen_mail
 from tests.servers.smtp_sink import SmtpSink
 
@@ -69,7 +69,7 @@ def wait_for_confirmation(outbox: Path, process: subprocess.Popen[str]) -> bytes
     deadline = time.monotonic() + DEADLINE_S
     while time.monotonic() < deadline:
         assert process.poll() is None, process.stdout.read() if process.stdout else ""
-        for path in outbox.glob("*.eml") if outbox.exists() else ():
+        for path in written_mails(outbox):
             raw = path.read_bytes()
             if CONFIRMATION_SUBJECT.encode() in raw:
                 return raw

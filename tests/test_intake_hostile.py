@@ -30,6 +30,7 @@ from consultas.mime import MAX_HEADER_FIELDS, MAX_MIME_DEPTH
 from consultas.models import Attachment, Consulta, Message, MessageKind, Outbox
 from intake.imap_poller import poll_once
 from intake.maildir_source import PROCESSED_FOLDER, QUARANTINE_FOLDER, Maildir, poll_maildir_once
+from tests.e2e_support import written_mails
 from tests.hostile_mails import HOSTILE_MAILS, LONG_LINE_BYTES, SENDER
 from tests.intake_imap_support import append_raw, imap_settings
 from tests.intake_support import citizen_mail
@@ -245,7 +246,7 @@ def _wait(condition: Callable[[], bool], process: subprocess.Popen[str], what: s
 
 
 def _confirmed(outbox: Path, address: str) -> bool:
-    for path in outbox.glob("*.eml") if outbox.exists() else ():
+    for path in written_mails(outbox):
         mail = message_from_bytes(path.read_bytes(), policy=policy.default)
         if mail["To"] == address and "Su consulta ha sido registrada" in str(mail["Subject"]):
             return True
