@@ -8,12 +8,15 @@ came out as its recipients see it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, getaddresses, make_msgid, parseaddr
+from pathlib import Path
 from typing import Literal
 
-from tests.intake_imap_support import MAILBOX, wait_until
+from tests.intake_imap_support import MAILBOX, serve_env, serving, wait_until
 from tests.routing_support import (
     DGPMI_ALTERNO,
     DGPMI_TITULAR,
@@ -21,6 +24,7 @@ from tests.routing_support import (
     DGTP_TITULAR,
     OGDAU_EMAIL,
 )
+from tests.servers.dovecot import DovecotServer
 from tests.servers.smtp_sink import Captured, SmtpSink
 
 NUMBER = re.compile(r"\[(CONS-\d{4}-\d{6})\]")
@@ -182,3 +186,24 @@ def wait_mails(
     """Wait (bounded) until ``address`` has received ``count`` mails matching ``where``; return them."""
     wait_until(lambda: len(mails_to(smtp_sink, address, where)) >= count, timeout_s=WITHIN_S, what=what)
     return mails_to(smtp_sink, address, where)
+
+
+@contextmanager
+def serving_with_red(
+    db_url: str, dovecot: DovecotServer, smtp_sink: SmtpSink, tmp_path: Path, **env: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`consultas serve` on Dovecot and the SMTP sink with ``RED_YAML`` loaded and OGDAU's address set;
+    ``env`` adds or overrides settings."""
+    red_file = tmp_path / "red.yaml"
+    red_file.write_text(RED_YAML, encoding="utf-8")
+    settings = serve_env(
+        db_url,
+        dovecot,
+        smtp_sink,
+        tmp_path / "var",
+        CONSULTAS_OGDAU_EMAIL=OGDAU_EMAIL,
+        CONSULTAS_RED_FILE=str(red_file),
+        **env,
+    )
+    with serving(settings, tmp_path) as process:
+        yield process

@@ -20,7 +20,6 @@ import pytest
 from tests.e2e_routing_support import (
     DGPMI_NAME,
     DGTP_NAME,
-    RED_YAML,
     REJECTED,
     TECNICA,
     citizen_mail,
@@ -28,10 +27,11 @@ from tests.e2e_routing_support import (
     mails_to,
     number_of,
     red_reply,
+    serving_with_red,
     text_of,
     wait_mails,
 )
-from tests.intake_imap_support import MAILBOX, serve_env, serving, wait_until
+from tests.intake_imap_support import MAILBOX, wait_until
 from tests.routing_support import (
     DGPMI_ALTERNO,
     DGPMI_TITULAR,
@@ -54,17 +54,7 @@ FALSA = "Respuesta falsa"
 def served(
     db_url: str, dovecot: DovecotServer, smtp_sink: SmtpSink, tmp_path: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    red_file = tmp_path / "red.yaml"
-    red_file.write_text(RED_YAML, encoding="utf-8")
-    env = serve_env(
-        db_url,
-        dovecot,
-        smtp_sink,
-        tmp_path / "var",
-        CONSULTAS_OGDAU_EMAIL=OGDAU_EMAIL,
-        CONSULTAS_RED_FILE=str(red_file),
-    )
-    with serving(env, tmp_path) as process:
+    with serving_with_red(db_url, dovecot, smtp_sink, tmp_path) as process:
         yield process
 
 

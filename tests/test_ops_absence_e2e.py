@@ -19,16 +19,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from consultas.models import Consulta, Event
 from tests.e2e_routing_support import (
-    RED_YAML,
     TECNICA,
     citizen_mail,
     header_addresses,
     mails_to,
     number_of,
     red_reply,
+    serving_with_red,
     wait_mails,
 )
-from tests.intake_imap_support import MAILBOX, serve_env, serving
+from tests.intake_imap_support import MAILBOX
 from tests.routing_support import DGPMI_ALTERNO, DGPMI_TITULAR, OGDAU_EMAIL
 from tests.servers.dovecot import DovecotServer
 from tests.servers.smtp_sink import Captured, SmtpSink
@@ -38,18 +38,7 @@ from tests.servers.smtp_sink import Captured, SmtpSink
 def served(
     db_url: str, dovecot: DovecotServer, smtp_sink: SmtpSink, tmp_path: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    red_file = tmp_path / "red.yaml"
-    red_file.write_text(RED_YAML, encoding="utf-8")
-    env = serve_env(
-        db_url,
-        dovecot,
-        smtp_sink,
-        tmp_path / "var",
-        CONSULTAS_OGDAU_EMAIL=OGDAU_EMAIL,
-        CONSULTAS_RED_FILE=str(red_file),
-        CONSULTAS_ABSENCE_DAYS="5",
-    )
-    with serving(env, tmp_path) as process:
+    with serving_with_red(db_url, dovecot, smtp_sink, tmp_path, CONSULTAS_ABSENCE_DAYS="5") as process:
         yield process
 
 

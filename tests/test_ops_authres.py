@@ -10,17 +10,17 @@ import pytest
 
 from routing.authres import authentication_failure
 from tests.e2e_routing_support import (
-    RED_YAML,
     REJECTED,
     TECNICA,
     citizen_mail,
     mails_to,
     number_of,
     red_reply,
+    serving_with_red,
     text_of,
     wait_mails,
 )
-from tests.intake_imap_support import MAILBOX, serve_env, serving
+from tests.intake_imap_support import MAILBOX
 from tests.routing_support import DGPMI_TITULAR, OGDAU_EMAIL
 from tests.servers.dovecot import DovecotServer
 from tests.servers.smtp_sink import SmtpSink
@@ -62,18 +62,7 @@ def test_only_our_mtas_dmarc_or_aligned_dkim_pass_authenticates(headers: list[st
 def served(
     db_url: str, dovecot: DovecotServer, smtp_sink: SmtpSink, tmp_path: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    red_file = tmp_path / "red.yaml"
-    red_file.write_text(RED_YAML, encoding="utf-8")
-    env = serve_env(
-        db_url,
-        dovecot,
-        smtp_sink,
-        tmp_path / "var",
-        CONSULTAS_OGDAU_EMAIL=OGDAU_EMAIL,
-        CONSULTAS_RED_FILE=str(red_file),
-        CONSULTAS_AUTHSERV_ID=OURS,
-    )
-    with serving(env, tmp_path) as process:
+    with serving_with_red(db_url, dovecot, smtp_sink, tmp_path, CONSULTAS_AUTHSERV_ID=OURS) as process:
         yield process
 
 
