@@ -8,7 +8,6 @@ Admission itself is ``routing.admission.admit_structured``, the same door as mai
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -28,9 +27,7 @@ from consultas.models import (
     OutboxStatus,
 )
 from consultas.requisitos import Requisitos
-from consultas.validators import validate_document
-
-_SEPARATORS_RE = re.compile(r"[\s.\-]")
+from consultas.validators import same_document
 
 
 @dataclass(frozen=True)
@@ -148,19 +145,9 @@ def admit_flow(
             return _admitted(previous, already=True)
 
 
-def _compact(value: str) -> str:
-    return _SEPARATORS_RE.sub("", value).upper()
-
-
 def document_matches(consulta: Consulta, given: str) -> bool:
-    """Tell whether ``given`` is the consulta's identity document number (normalised as intake does)."""
-    if not consulta.document_number or not given.strip():
-        return False
-    try:
-        _, number = validate_document(consulta.document_type, given)
-    except ValueError:
-        number = _compact(given)
-    return number == _compact(consulta.document_number)
+    """Tell whether ``given`` is the consulta's identity document number."""
+    return same_document(consulta.document_type, consulta.document_number, given)
 
 
 def estado(

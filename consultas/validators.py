@@ -122,6 +122,18 @@ _NAME_PART_RE: Final = re.compile(r"^[^\W\d_]+(?:[ '’.\-]+[^\W\d_]+)*\.?$")
 _CONTENT_WORD_RE: Final = re.compile(r"[^\W\d_]{3,}")
 
 
+def same_document(document_type: str | None, document_number: str | None, given: str) -> bool:
+    """Tell whether ``given`` is the stored document number, both normalised as intake does (the proof
+    a citizen gives before the status of a consulta is shown to them)."""
+    if not document_number or not given.strip():
+        return False
+    try:
+        _, number = validate_document(document_type, given)
+    except ValueError:
+        number = _SEPARATORS_RE.sub("", given).upper()
+    return number == _SEPARATORS_RE.sub("", document_number).upper()
+
+
 def validate_name_part(value: str) -> str:
     """Return one typed name or surname with whitespace folded: letters only, at most ``MAX_NAME``."""
     folded = " ".join(value.split())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -31,7 +30,7 @@ from consultas.models import (
     OutboxStatus,
 )
 from consultas.requisitos import Requisitos
-from consultas.validators import validate_document
+from consultas.validators import same_document
 from routing.admission import admit_structured
 from routing.answer import ANSWER_TEMPLATE, OGDAU_NAME
 from routing.red_registry import organo_topics
@@ -42,7 +41,6 @@ logger = logging.getLogger(__name__)
 #: The inbound ``Message`` of a web submission lives in this mailbox, keyed by its submission key.
 MAILBOX = "formulario"
 SUBJECT = "Formulario Electrónico de Registro de Consultas"
-_SEPARATORS_RE = re.compile(r"[\s.\-]")
 
 
 @dataclass(frozen=True)
@@ -167,19 +165,9 @@ def register(
     return registered
 
 
-def _compact(value: str) -> str:
-    return _SEPARATORS_RE.sub("", value).upper()
-
-
 def document_matches(consulta: Consulta, given: str) -> bool:
-    """Tell whether ``given`` is the consulta's identity document number (normalised as intake does)."""
-    if not consulta.document_number or not given.strip():
-        return False
-    try:
-        _, number = validate_document(consulta.document_type, given)
-    except ValueError:
-        number = _compact(given)
-    return number == _compact(consulta.document_number)
+    """Tell whether ``given`` is the consulta's identity document number."""
+    return same_document(consulta.document_type, consulta.document_number, given)
 
 
 def _answer_text(session: Session, consulta: Consulta) -> str | None:
