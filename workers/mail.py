@@ -35,6 +35,7 @@ from consultas.outbox import (
     mark_retry,
     mark_sent,
     postpone,
+    sent_recorder,
 )
 from workers.broker import OUTBOX_QUEUE, actor, send_hint
 from workers.claims import ClaimKeeper
@@ -148,7 +149,7 @@ class Sender:
             self.claims.hold(worker, held)
         try:
             mail_jobs = [job for job in jobs if not _is_telegram(job)]
-            with self._engine().connect() as recorder:
+            with sent_recorder(self._engine()) as recorder:
 
                 def record_mail(index: int, result: SendResult | Exception) -> None:
                     outcomes[self._record(mail_jobs[index], result, recorder)] += 1
